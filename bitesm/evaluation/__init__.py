@@ -1,0 +1,49 @@
+"""Evaluation of ESM-2-style masked language models.
+
+ProteinGym zero-shot substitution benchmark (masked-marginals scoring, ProteinGym's ESM-2
+strategy and long-sequence window policy) and mutant-string utilities.
+"""
+
+from bitesm.evaluation.mutants import (
+    ALLOWED_MUTANT_RESIDUES,
+    STANDARD_AA,
+    MutantMismatchError,
+    parse_mutant,
+    validate_mutants,
+)
+from bitesm.evaluation.proteingym import (
+    ProteinGymInputError,
+    add_cli_arguments,
+    cli_main,
+    default_max_residues,
+    encode_sequence,
+    evaluate_assay,
+    evaluate_proteingym,
+    find_assay_files,
+    get_optimal_window,
+    load_assay,
+    load_published,
+    load_reference,
+    masked_marginals_scores,
+)
+
+__all__ = [
+    "ALLOWED_MUTANT_RESIDUES",
+    "STANDARD_AA",
+    "MutantMismatchError",
+    "parse_mutant",
+    "validate_mutants",
+    "ProteinGymInputError",
+    "add_cli_arguments",
+    "cli_main",
+    "default_max_residues",
+    "encode_sequence",
+    "evaluate_assay",
+    "evaluate_proteingym",
+    "find_assay_files",
+    "get_optimal_window",
+    "load_assay",
+    "load_published",
+    "load_reference",
+    "masked_marginals_scores",
+]

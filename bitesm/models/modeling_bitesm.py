@@ -1,0 +1,158 @@
+"""bitesm models: ESM-2 encoders whose Linear layers are BitNet b1.58 ``BitLinear`` layers.
+
+``BitEsmModel`` and ``BitEsmForMaskedLM`` are transformers' ``EsmModel`` / ``EsmForMaskedLM`` with every
+``nn.Linear`` of the encoder replaced by :class:`~bitesm.nn.bitlinear.BitLinear` (2Bits of Protein, Morsing et al.,
+2024). Embeddings, the LM head and the contact head stay full precision. Parameter names are unchanged, so ESM-2
+checkpoints load directly (:meth:`BitEsmForMaskedLM.from_esm`), and with ``quantization=None`` the model computes
+exactly what ``EsmForMaskedLM`` computes.
+
+Saved folders carry their code (``auto_map`` in ``config.json`` plus the flattened modules written by
+:mod:`bitesm.models.remote_code`), so ``AutoModelForMaskedLM.from_pretrained(dir, trust_remote_code=True)`` works
+where bitesm is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from transformers import EsmConfig, EsmForMaskedLM, EsmModel
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+
+from ..nn.bitlinear import DEFAULT_MODULES_TO_NOT_CONVERT, replace_linear_with_bitlinear
+from .configuration_bitesm import BitEsmConfig
+from .remote_code import write_remote_code
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_bitesm.BitEsmConfig",
+    "AutoModel": "modeling_bitesm.BitEsmModel",
+    "AutoModelForMaskedLM": "modeling_bitesm.BitEsmForMaskedLM",
+}
+
+# ESM-2 checkpoints keep one rotary ``inv_freq`` per layer; transformers renames them for model_type "esm" when
+# loading (and back when saving). bitesm checkpoints use the same parameter names, so they get the same mapping.
+register_checkpoint_conversion_mapping(
+    BitEsmConfig.model_type, get_checkpoint_conversion_mapping("esm"), overwrite=True
+)
+
+
+def quantize_model_(model, config: BitEsmConfig) -> int:
+    """Apply ``config.quantization`` to ``model`` in place; returns the number of layers converted (0 for fp)."""
+    if config.quantization is None:
+        return 0
+    return replace_linear_with_bitlinear(
+        model,
+        modules_to_not_convert=config.modules_to_not_convert or DEFAULT_MODULES_TO_NOT_CONVERT,
+        activation_bits=config.activation_bits,
+        weight_eps=config.weight_eps,
+    )
+
+
+class _SaveWithCodeMixin:
+    """``save_pretrained`` that also writes the model's code and ``auto_map`` (see module docstring)."""
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(save_directory, __name__)
+
+
+class BitEsmModel(_SaveWithCodeMixin, EsmModel):
+    """ESM-2 encoder with BitLinear layers; see :class:`transformers.EsmModel` for inputs and outputs.
+
+    Args:
+        config: a :class:`BitEsmConfig`.
+        add_pooling_layer: as in ``EsmModel``.
+
+    Inputs: ``input_ids`` LongTensor ``[batch, seq_len]`` (ESM-2 vocabulary, <cls> first, <eos> last),
+    ``attention_mask`` LongTensor ``[batch, seq_len]`` (1 = token, 0 = padding).
+    Outputs: ``last_hidden_state`` float ``[batch, seq_len, hidden_size]``.
+    """
+
+    config_class = BitEsmConfig
+
+    def __init__(self, config: BitEsmConfig, add_pooling_layer: bool = True):
+        super().__init__(config, add_pooling_layer=add_pooling_layer)
+        quantize_model_(self, config)
+
+
+class BitEsmForMaskedLM(_SaveWithCodeMixin, EsmForMaskedLM):
+    """ESM-2 masked language model with BitLinear layers (ternary QAT; 2Bits of Protein).
+
+    Inputs as :class:`BitEsmModel`, plus ``labels`` LongTensor ``[batch, seq_len]`` (-100 = not scored).
+    Outputs: ``logits`` float ``[batch, seq_len, vocab_size]`` (33 for ESM-2), ``loss`` (mean cross-entropy in
+    nats over scored positions) when ``labels`` is given.
+    """
+
+    config_class = BitEsmConfig
+
+    def __init__(self, config: BitEsmConfig):
+        super().__init__(config)
+        quantize_model_(self, config)
+
+    @classmethod
+    def from_esm(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        quantization: str | None = "ternary",
+        activation_bits: int | None = 8,
+        **from_pretrained_kwargs,
+    ) -> BitEsmForMaskedLM:
+        """Convert a pretrained ESM-2 ``EsmForMaskedLM`` checkpoint (Hub id or folder) to a bitesm model.
+
+        The weights are loaded unchanged into the same parameter names; with ``quantization="ternary"`` the model
+        then trains (QAT) and infers through BitLinear.
+
+        Args:
+            pretrained_model_name_or_path: e.g. ``"facebook/esm2_t6_8M_UR50D"`` or a local folder in that format.
+            quantization, activation_bits: :class:`BitEsmConfig` fields.
+            **from_pretrained_kwargs: passed to ``from_pretrained`` (``revision``, ``cache_dir``, ``dtype``...).
+
+        Raises:
+            ValueError: the checkpoint is not an ESM masked LM, or weights are missing or unexpected (the message
+                lists the keys).
+        """
+        esm_config = EsmConfig.from_pretrained(pretrained_model_name_or_path, **_config_kwargs(from_pretrained_kwargs))
+        if esm_config.model_type not in ("esm", BitEsmConfig.model_type):
+            raise ValueError(
+                f"{pretrained_model_name_or_path} has model_type={esm_config.model_type!r}; from_esm converts ESM "
+                "checkpoints (model_type 'esm'), e.g. facebook/esm2_t6_8M_UR50D"
+            )
+        config = bitesm_config_from_esm(esm_config, quantization=quantization, activation_bits=activation_bits)
+        model, info = cls.from_pretrained(
+            pretrained_model_name_or_path, config=config, output_loading_info=True, **from_pretrained_kwargs
+        )
+        check_loading_info(info, pretrained_model_name_or_path)
+        return model
+
+
+def _config_kwargs(kwargs: dict) -> dict:
+    return {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+
+
+def bitesm_config_from_esm(esm_config: EsmConfig, **overrides) -> BitEsmConfig:
+    """A :class:`BitEsmConfig` with every architecture field of ``esm_config`` and the given quantization fields."""
+    values = esm_config.to_dict()
+    for key in ("model_type", "architectures", "transformers_version", "_name_or_path", "auto_map"):
+        values.pop(key, None)
+    values.update(overrides)
+    return BitEsmConfig.from_dict(values)
+
+
+def check_loading_info(info: dict, source) -> None:
+    """Raise when ``from_pretrained(..., output_loading_info=True)`` reports missing, unexpected or mismatched keys.
+
+    Raises:
+        ValueError: naming ``source`` and the offending keys, and how to fix it.
+    """
+    problems = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {k: v for k, v in problems.items() if v}
+    if problems:
+        detail = "; ".join(f"{k}: {v[:8]}{' ...' if len(v) > 8 else ''}" for k, v in problems.items())
+        raise ValueError(
+            f"checkpoint {source} does not match the model ({detail}). Check that it is an ESM-2 masked-LM "
+            "checkpoint of the same shape (config.json) and that the weight files are complete."
+        )
+
+
+__all__ = ["BitEsmModel", "BitEsmForMaskedLM", "bitesm_config_from_esm", "check_loading_info", "quantize_model_"]

@@ -1,0 +1,324 @@
+"""Pure quantization math shared by QAT (BitLinear), PTQ and packed inference.
+
+Everything here is a stateless function of tensors: no modules, no parameters, no observers.
+The one quantizer used everywhere is the *affine* (scale + offset) uniform quantizer of
+PTQ4Protein (eq. 1-4)::
+
+    q     = clamp(round((x - offset) / scale), qmin, qmax)        # quantize   (eq. 2-3)
+    x_hat = q * scale + offset                                    # dequantize (eq. 4)
+
+with two ways of choosing ``scale`` and ``offset`` from a clipping range [r_l, r_u] (eq. 1):
+
+* symmetric signed:     scale = max(|r_l|, |r_u|) / (2^(b-1) - 1), offset = 0,   q in [-2^(b-1), 2^(b-1) - 1]
+* asymmetric unsigned:  scale = (r_u - r_l) / (2^b - 1),           offset = r_l, q in [0, 2^b - 1]
+
+BitNet b1.58 is two instances of it (Ma et al., 2024, "The Era of 1-bit LLMs", eq. 1-3; repeated as
+eq. 1-3 of "2Bits of Protein", Morsing et al., 2024):
+
+* weights, absmean ternary: gamma = mean(|W|), W~ = RoundClip(W / (gamma + eps), -1, 1), i.e. the affine
+  quantizer with scale = gamma + eps, offset = 0, qmin = -1, qmax = 1 (per tensor);
+* activations, per-token absmax 8-bit: scale = max_j |x_j| / 127 per token (row of the last dim),
+  offset = 0, q in [-128, 127] (the symmetric signed rule above with b = 8 and a per-token range).
+
+Each quantizer has a fake-quant form (quantize then dequantize, same dtype as the input) and a
+straight-through estimator (STE) form for training: forward value ``x_hat``, gradient d x_hat / d x = 1
+(Bengio et al., 2013), written ``x + (x_hat - x).detach()`` as in the BitNet reference code.
+
+Layout follows torchao's ``quant_primitives.py``: math here, modules elsewhere (:mod:`bitesm.nn`).
+All functions are device-agnostic; the rounding arithmetic runs in float32 whatever the input dtype
+(bf16 cannot hold ``x / scale`` precisely enough), and results are cast back to the input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "DEFAULT_EPS",
+    "signed_range",
+    "unsigned_range",
+    "symmetric_scale",
+    "asymmetric_scale_offset",
+    "quantize_affine",
+    "dequantize_affine",
+    "fake_quantize_affine",
+    "ste",
+    "absmean_ternary_scale",
+    "quantize_ternary_absmean",
+    "fake_quantize_ternary_absmean",
+    "absmax_per_token_scale",
+    "quantize_per_token_absmax",
+    "fake_quantize_per_token_absmax",
+]
+
+#: Default epsilon guarding scales against division by zero (BitNet b1.58 reference code uses 1e-5).
+DEFAULT_EPS = 1e-5
+
+
+def _check_bits(bits: int, minimum: int = 2) -> None:
+    if not isinstance(bits, int) or isinstance(bits, bool) or not (minimum <= bits <= 32):
+        raise ValueError(f"bits must be an int in [{minimum}, 32], got {bits!r}")
+
+
+def signed_range(bits: int) -> tuple[int, int]:
+    """Integer range of a symmetric signed b-bit quantizer: ``(-2^(b-1), 2^(b-1) - 1)``.
+
+    Args:
+        bits: bit width b, an int in [2, 32].
+
+    Returns:
+        ``(qmin, qmax)``, e.g. ``(-128, 127)`` for b = 8.
+
+    Raises:
+        ValueError: if ``bits`` is out of range.
+    """
+    _check_bits(bits)
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def unsigned_range(bits: int) -> tuple[int, int]:
+    """Integer range of an asymmetric unsigned b-bit quantizer: ``(0, 2^b - 1)``.
+
+    Args:
+        bits: bit width b, an int in [1, 32].
+
+    Raises:
+        ValueError: if ``bits`` is out of range.
+    """
+    _check_bits(bits, minimum=1)
+    return 0, 2**bits - 1
+
+
+def symmetric_scale(absmax: torch.Tensor, bits: int, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """Step size of a symmetric signed quantizer for the range [-absmax, absmax] (PTQ4Protein eq. 1).
+
+    ``scale = max(absmax, eps) / (2^(b-1) - 1)``, so that ``absmax`` maps to ``qmax = 2^(b-1) - 1``.
+
+    Args:
+        absmax: clipping bound(s) r = max(|r_l|, |r_u|), any shape (broadcast against the data), float.
+        bits: bit width b >= 2.
+        eps: lower bound on ``absmax`` so an all-zero row/tensor gets a finite scale.
+
+    Returns:
+        float32 tensor of the same shape as ``absmax``.
+    """
+    _check_bits(bits)
+    return absmax.float().clamp(min=eps) / (2 ** (bits - 1) - 1)
+
+
+def asymmetric_scale_offset(
+    r_l: torch.Tensor, r_u: torch.Tensor, bits: int, eps: float = DEFAULT_EPS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step size and offset of an asymmetric unsigned quantizer for the range [r_l, r_u] (PTQ4Protein eq. 1).
+
+    ``scale = max(r_u - r_l, eps) / (2^b - 1)`` and ``offset = r_l``: ``r_l`` maps to 0, ``r_u`` to ``2^b - 1``.
+
+    Args:
+        r_l, r_u: lower and upper clipping bounds (same shape or broadcastable), float.
+        bits: bit width b >= 1.
+        eps: lower bound on the range width.
+
+    Returns:
+        ``(scale, offset)``, float32 tensors.
+
+    Raises:
+        ValueError: if any ``r_u < r_l``.
+    """
+    _check_bits(bits, minimum=1)
+    r_l = torch.as_tensor(r_l).float()
+    r_u = torch.as_tensor(r_u).float()
+    if bool((r_u < r_l).any()):
+        raise ValueError("asymmetric range needs r_u >= r_l; got r_u < r_l (swap the bounds)")
+    return (r_u - r_l).clamp(min=eps) / (2**bits - 1), r_l
+
+
+def quantize_affine(
+    x: torch.Tensor,
+    scale: torch.Tensor | float,
+    offset: torch.Tensor | float | None,
+    qmin: int,
+    qmax: int,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Quantize to integers: ``q = clamp(round((x - offset) / scale), qmin, qmax)`` (PTQ4Protein eq. 2-3).
+
+    ``round`` is round-half-to-even (``torch.round``). Values outside the range are clipped.
+
+    Args:
+        x: real tensor, any shape and float dtype.
+        scale: step size, positive, broadcastable to ``x`` (per tensor, per channel or per token).
+        offset: real offset subtracted before rounding (``r_l`` of an asymmetric range); ``None`` or 0 for symmetric.
+        qmin, qmax: integer range, ``qmin < qmax``.
+        dtype: output dtype; ``None`` gives float32 holding integer values, or e.g. ``torch.int8``.
+
+    Returns:
+        tensor of ``x.shape`` with integer values in [qmin, qmax].
+
+    Raises:
+        ValueError: if ``qmin >= qmax``.
+    """
+    if qmin >= qmax:
+        raise ValueError(f"quantize_affine needs qmin < qmax, got qmin={qmin}, qmax={qmax}")
+    xf = x.float()
+    if offset is not None:
+        xf = xf - offset
+    q = torch.clamp(torch.round(xf / scale), qmin, qmax)
+    return q if dtype is None else q.to(dtype)
+
+
+def dequantize_affine(
+    q: torch.Tensor,
+    scale: torch.Tensor | float,
+    offset: torch.Tensor | float | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Map integers back to reals: ``x_hat = q * scale + offset`` (PTQ4Protein eq. 4).
+
+    Args:
+        q: integer-valued tensor (any int or float dtype).
+        scale, offset: as given to :func:`quantize_affine`.
+        dtype: output float dtype.
+
+    Returns:
+        tensor of ``q.shape`` and ``dtype``.
+    """
+    x = q.float() * scale
+    if offset is not None:
+        x = x + offset
+    return x.to(dtype)
+
+
+def ste(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Straight-through estimator: forward value ``x_hat``, gradient w.r.t. ``x`` the identity.
+
+    Written ``x + (x_hat - x).detach()`` (BitNet reference implementation).
+
+    Args:
+        x: the tensor whose gradient passes through.
+        x_hat: its quantized (fake-quant) value, same shape.
+    """
+    return x + (x_hat.to(x.dtype) - x).detach()
+
+
+def fake_quantize_affine(
+    x: torch.Tensor,
+    scale: torch.Tensor | float,
+    offset: torch.Tensor | float | None,
+    qmin: int,
+    qmax: int,
+    use_ste: bool = True,
+) -> torch.Tensor:
+    """Quantize then dequantize (simulated quantization), in the dtype of ``x``.
+
+    Args:
+        x: real tensor, any shape and float dtype.
+        scale, offset, qmin, qmax: see :func:`quantize_affine`.
+        use_ste: wrap with :func:`ste` so gradients flow to ``x`` (QAT); ``False`` gives a plain function.
+
+    Returns:
+        tensor of ``x.shape`` and ``x.dtype``; every element is ``q * scale + offset`` for an integer q.
+    """
+    x_hat = dequantize_affine(quantize_affine(x, scale, offset, qmin, qmax), scale, offset, dtype=x.dtype)
+    return ste(x, x_hat) if use_ste else x_hat
+
+
+# --- BitNet b1.58 weights: absmean ternary -------------------------------------------------------
+
+
+def absmean_ternary_scale(w: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """Per-tensor ternary scale ``gamma + eps`` with ``gamma = mean(|W|)`` (2Bits of Protein eq. 2).
+
+    Args:
+        w: weight tensor, any shape (``[out_features, in_features]`` for a Linear), float.
+        eps: the epsilon of eq. 1, added to gamma.
+
+    Returns:
+        0-d float32 tensor.
+    """
+    return w.detach().float().abs().mean() + eps
+
+
+def quantize_ternary_absmean(w: torch.Tensor, eps: float = DEFAULT_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ternary weights ``W~ = RoundClip(W / (gamma + eps), -1, 1)`` (2Bits of Protein eq. 1-3; BitNet b1.58).
+
+    Args:
+        w: weight tensor, float, any shape.
+        eps: epsilon of eq. 1.
+
+    Returns:
+        ``(w_ternary, scale)``: int8 tensor of ``w.shape`` with values in {-1, 0, 1}, and the 0-d float32 scale
+        ``gamma + eps`` such that ``w ~= w_ternary * scale``.
+    """
+    scale = absmean_ternary_scale(w, eps)
+    return quantize_affine(w, scale, None, -1, 1, dtype=torch.int8), scale
+
+
+def fake_quantize_ternary_absmean(w: torch.Tensor, eps: float = DEFAULT_EPS, use_ste: bool = True) -> torch.Tensor:
+    """``W~ * (gamma + eps)`` in the dtype of ``w``, with an STE for QAT (2Bits of Protein eq. 1-3).
+
+    Args:
+        w: weight tensor, float, any shape.
+        eps: epsilon of eq. 1.
+        use_ste: gradient passes straight through to ``w`` when True.
+
+    Returns:
+        tensor of ``w.shape`` and ``w.dtype`` whose values are in {-scale, 0, +scale}.
+    """
+    return fake_quantize_affine(w, absmean_ternary_scale(w, eps), None, -1, 1, use_ste=use_ste)
+
+
+# --- BitNet b1.58 activations: per-token absmax ----------------------------------------------------
+
+
+def absmax_per_token_scale(x: torch.Tensor, bits: int = 8, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """Per-token scale ``max_j |x_j| / (2^(b-1) - 1)`` over the last dimension (BitNet b1.58, eq. 4-5).
+
+    Args:
+        x: activations ``[..., features]``, float.
+        bits: activation bit width (8 in BitNet b1.58).
+        eps: lower bound on the per-token absmax.
+
+    Returns:
+        float32 tensor ``[..., 1]``.
+    """
+    return symmetric_scale(x.detach().abs().amax(dim=-1, keepdim=True), bits, eps)
+
+
+def quantize_per_token_absmax(
+    x: torch.Tensor, bits: int = 8, eps: float = DEFAULT_EPS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token symmetric b-bit quantization of activations (BitNet b1.58).
+
+    Args:
+        x: activations ``[..., features]``, float.
+        bits: bit width, 2..8 for an int8 result.
+
+    Returns:
+        ``(x_int, scale)``: int8 tensor ``[..., features]`` in [-2^(b-1), 2^(b-1) - 1] and float32 scale ``[..., 1]``.
+
+    Raises:
+        ValueError: if ``bits`` > 8 (the result would not fit int8).
+    """
+    if bits > 8:
+        raise ValueError(f"quantize_per_token_absmax returns int8; bits must be <= 8, got {bits}")
+    scale = absmax_per_token_scale(x, bits, eps)
+    qmin, qmax = signed_range(bits)
+    return quantize_affine(x, scale, None, qmin, qmax, dtype=torch.int8), scale
+
+
+def fake_quantize_per_token_absmax(
+    x: torch.Tensor, bits: int = 8, eps: float = DEFAULT_EPS, use_ste: bool = True
+) -> torch.Tensor:
+    """Fake-quantized per-token absmax activations in the dtype of ``x`` (BitNet b1.58), STE for QAT.
+
+    Args:
+        x: activations ``[..., features]``, float.
+        bits: bit width (8 in BitNet b1.58).
+        eps: lower bound on the per-token absmax.
+        use_ste: gradient passes straight through to ``x`` when True.
+
+    Returns:
+        tensor of ``x.shape`` and ``x.dtype``.
+    """
+    qmin, qmax = signed_range(bits)
+    return fake_quantize_affine(x, absmax_per_token_scale(x, bits, eps), None, qmin, qmax, use_ste=use_ste)

@@ -1,0 +1,35 @@
+"""``bitesm train``: the command line of :mod:`bitesm.training` (also ``train/pretrain.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML training config, e.g. configs/quickstart.yaml")
+    parser.add_argument("--output-dir", required=True, help="run folder (checkpoints, tensorboard/, model/, eval/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.max_steps=100 (repeatable)",
+    )
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    from .config import load_config, parse_override
+    from .trainer import train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config, dict(parse_override(o) for o in args.overrides))
+    result = train(config, args.output_dir, resume=args.resume)
+    summary = {k: v for k, v in result.items() if k != "proteingym"}
+    if "proteingym" in result:
+        summary["proteingym_mean_spearman"] = result["proteingym"].get("mean_spearman")
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,429 @@
+"""Masked-language-model pretraining loop on Accelerate (one process, or data parallel with ``accelerate launch``).
+
+What a run writes under ``output_dir``:
+
+* ``model/``: the final HF-format model (``save_pretrained``, with its remote code), tokenizer and
+  ``training_config.yaml``, written atomically;
+* ``checkpoints/checkpoint-<step>/``: resumable states (see :mod:`bitesm.training.checkpoint`);
+* ``tensorboard/``: TensorBoard events (train loss, learning rate, tokens/s, grad norm; validation loss and
+  perplexity);
+* ``metrics.jsonl``: the same scalars, one JSON object per line;
+* ``eval/proteingym.json`` when the config has an ``evaluation.proteingym`` section.
+
+Exact resume: the data order of epoch ``e`` is a permutation drawn from ``seed`` and ``e`` alone, the collator draws
+crops and masks from its own generator whose state is checkpointed per process, and Accelerate restores the model,
+optimizer, scheduler and global RNG states, so a killed and resumed run ends with the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.data_loader import prepare_data_loader, skip_first_batches
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import EsmConfig, get_scheduler
+
+from ..data import MLMCollator, load_fasta_dataset, load_tokenizer
+from ..models import BitEsmConfig, BitEsmForMaskedLM, bitesm_config_from_esm
+from . import checkpoint as ckpt
+from .config import Config, ConfigError, resolve_path
+
+logger = logging.getLogger(__name__)
+
+FINAL_MODEL_DIR = "model"
+
+
+@dataclass
+class TrainerState:
+    """Progress of a run, saved in every checkpoint as ``trainer_state.json``."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of this process consumed in the current epoch
+    tokens: int = 0  # non-padding tokens trained on, all processes
+    elapsed_seconds: float = 0.0  # training wall-clock time, summed over resumed segments
+
+
+def build_model(model_cfg, seed: int = 0) -> tuple[BitEsmForMaskedLM, object]:
+    """Create the model and tokenizer described by a :class:`~bitesm.training.config.ModelConfig`.
+
+    ``model.config`` gives a randomly initialised model of that architecture (plus ``overrides``);
+    ``model.from_pretrained`` converts an ESM-2 checkpoint (:meth:`BitEsmForMaskedLM.from_esm`) or continues a
+    bitesm one.
+
+    Raises:
+        ConfigError: a bitesm checkpoint whose quantization disagrees with the config.
+    """
+    if model_cfg.from_pretrained is not None:
+        source = resolve_path(model_cfg.from_pretrained)
+        if EsmConfig.from_pretrained(source).model_type == BitEsmConfig.model_type:
+            model = BitEsmForMaskedLM.from_pretrained(source)
+            if model.config.quantization != model_cfg.quantization:
+                raise ConfigError(
+                    f"model.quantization={model_cfg.quantization!r} but checkpoint {source} is "
+                    f"{model.config.quantization!r}; set model.quantization to match the checkpoint"
+                )
+        else:
+            model = BitEsmForMaskedLM.from_esm(
+                source, quantization=model_cfg.quantization, activation_bits=model_cfg.activation_bits
+            )
+        tokenizer = load_tokenizer(resolve_path(model_cfg.tokenizer) or source)
+    else:
+        source = resolve_path(model_cfg.config)
+        config = bitesm_config_from_esm(
+            EsmConfig.from_pretrained(source),
+            quantization=model_cfg.quantization,
+            activation_bits=model_cfg.activation_bits,
+            **model_cfg.overrides,
+        )
+        set_seed(seed)
+        model = BitEsmForMaskedLM(config)
+        tokenizer = load_tokenizer(resolve_path(model_cfg.tokenizer) or source)
+    # The contact head is not used by the MLM loss; frozen, it needs no gradient and DDP needs no
+    # find_unused_parameters.
+    model.esm.contact_head.requires_grad_(False)
+    return model, tokenizer
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on matrices, none on biases, LayerNorm weights and embeddings (common BERT practice)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "embeddings" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+class Trainer:
+    """Runs one training config; see the module docstring for what it writes.
+
+    Args:
+        config: a validated :class:`~bitesm.training.config.Config`.
+        output_dir: run folder.
+        resume: continue from the newest checkpoint in ``output_dir``.
+
+    Raises:
+        FileExistsError: ``output_dir`` already has checkpoints and ``resume`` is False (pass ``--resume`` or choose
+            a new folder: nothing is overwritten).
+        FileNotFoundError: ``resume`` is True but there is no checkpoint.
+    """
+
+    def __init__(self, config: Config, output_dir: str | os.PathLike, resume: bool = False):
+        self.config = config
+        self.output_dir = Path(output_dir)
+        t = config.training
+        existing = ckpt.latest_checkpoint(self.output_dir)
+        if existing is not None and not resume:
+            raise FileExistsError(
+                f"{self.output_dir} already holds checkpoints ({existing.name}); pass --resume to continue that run "
+                "or choose another --output-dir"
+            )
+        if resume and existing is None:
+            raise FileNotFoundError(f"--resume given but {self.output_dir} has no complete checkpoint to resume from")
+        self.resume_from = existing if resume else None
+
+        self.accelerator = Accelerator(
+            mixed_precision=t.mixed_precision, log_with="tensorboard", project_dir=str(self.output_dir)
+        )
+        acc = self.accelerator
+        world = acc.num_processes
+        if t.batch_size % (t.gradient_accumulation_steps * world):
+            raise ConfigError(
+                f"training.batch_size={t.batch_size} must be divisible by gradient_accumulation_steps "
+                f"({t.gradient_accumulation_steps}) x processes ({world})"
+            )
+        self.micro_batch_size = t.batch_size // (t.gradient_accumulation_steps * world)
+
+        self.model, self.tokenizer = build_model(config.model, seed=t.seed)
+        d = config.data
+        splits = load_fasta_dataset(
+            resolve_path(d.train_fasta),
+            validation_size=d.validation_size,
+            seed=t.seed,
+            max_sequences=d.max_sequences,
+            streaming=d.streaming,
+        )
+        if d.streaming:
+            raise ConfigError("data.streaming=true is for dataset preparation only in this version; set it to false")
+        self.train_dataset, self.val_dataset = splits["train"], splits["validation"]
+        self.collator = MLMCollator(
+            self.tokenizer,
+            max_length=d.max_length,
+            mask_rate=d.mask_rate,
+            generator=torch.Generator().manual_seed(t.seed + 7919 * (acc.process_index + 1)),
+        )
+        optimizer = torch.optim.AdamW(
+            _param_groups(self.model, t.weight_decay),
+            lr=t.learning_rate,
+            betas=(t.adam_beta1, t.adam_beta2),
+            eps=t.adam_epsilon,
+        )
+        self.scheduler = get_scheduler(
+            t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps
+        )
+        self.model, self.optimizer = acc.prepare(self.model, optimizer)
+        # Stepped once per optimizer step by this loop (not by Accelerate, which would step it once per process).
+        acc.register_for_checkpointing(self.scheduler)
+        self.state = TrainerState()
+
+    # -- data ------------------------------------------------------------------------------------------------
+
+    def _train_loader(self, epoch: int, skip: int) -> DataLoader:
+        t = self.config.training
+        loader = DataLoader(
+            self.train_dataset,
+            batch_size=self.micro_batch_size,
+            sampler=_epoch_permutation(len(self.train_dataset), t.seed, epoch),
+            collate_fn=self.collator,
+            drop_last=True,
+        )
+        acc = self.accelerator
+        loader = prepare_data_loader(
+            loader, acc.device, acc.num_processes, acc.process_index, put_on_device=True, rng_types=[]
+        )
+        return skip_first_batches(loader, skip) if skip else loader
+
+    def _val_loader(self) -> DataLoader:
+        collator = dataclasses.replace(
+            self.collator, random_crop=False, generator=torch.Generator().manual_seed(self.config.training.seed)
+        )
+        loader = DataLoader(self.val_dataset, batch_size=self.micro_batch_size, collate_fn=collator)
+        acc = self.accelerator
+        return prepare_data_loader(
+            loader, acc.device, acc.num_processes, acc.process_index, put_on_device=True, even_batches=False,
+            rng_types=[],
+        )
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write a resumable checkpoint of the current step atomically; returns its folder."""
+        acc = self.accelerator
+        tmp = ckpt.temporary_checkpoint_dir(self.output_dir, self.state.step)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        torch.save(self.collator.generator.get_state(), tmp / f"collator_rng_{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        final = tmp
+        if acc.is_main_process:
+            ckpt.atomic_write_json(tmp / ckpt.TRAINER_STATE, dataclasses.asdict(self.state))
+            final = ckpt.publish_checkpoint(tmp, self.config.training.keep_checkpoints)
+        acc.wait_for_everyone()
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        acc = self.accelerator
+        acc.load_state(str(path))
+        self.collator.generator.set_state(torch.load(path / f"collator_rng_{acc.process_index}.pt"))
+        self.state = TrainerState(**json.loads((path / ckpt.TRAINER_STATE).read_text()))
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Validation MLM loss (mean cross-entropy in nats over masked tokens, all processes) and perplexity."""
+        acc = self.accelerator
+        model = acc.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=acc.device)
+        for batch in self._val_loader():
+            with acc.autocast():
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            total[0] += torch.nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, reduction="sum"
+            ).double()
+            total[1] += (batch["labels"] != -100).sum()
+        total = acc.reduce(total, reduction="sum")
+        model.train(was_training)
+        loss = (total[0] / total[1].clamp(min=1)).item()
+        return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 50.0)), "val/masked_tokens": int(total[1])}
+
+    # -- loop ------------------------------------------------------------------------------------------------
+
+    def _log(self, metrics: dict, bar) -> None:
+        acc = self.accelerator
+        acc.log(metrics, step=self.state.step)
+        if acc.is_main_process:
+            record = {"step": self.state.step, "tokens": self.state.tokens, **metrics}
+            with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            text = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+            bar.write(text)
+
+    def _budget_reached(self) -> bool:
+        t = self.config.training
+        return (
+            self.state.step >= t.max_steps
+            or (t.max_tokens is not None and self.state.tokens >= t.max_tokens)
+            or (t.max_time_minutes is not None and self.state.elapsed_seconds >= 60 * t.max_time_minutes)
+        )
+
+    def train(self) -> dict:
+        """Train until the budget (steps, tokens or time) is reached; returns the final metrics.
+
+        Returns:
+            dict with ``step``, ``tokens``, ``elapsed_seconds``, ``val/loss``, ``val/perplexity`` and
+            ``model_dir``, plus ``proteingym`` (the evaluation summary) when configured.
+        """
+        acc, t = self.accelerator, self.config.training
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.clean_temporary(self.output_dir)
+        if self.resume_from is not None:
+            self.load_checkpoint(self.resume_from)
+            logger.info("resumed from %s at step %d", self.resume_from, self.state.step)
+        if acc.is_main_process:
+            (self.output_dir / "training_config.yaml").write_text(yaml.safe_dump(self.config.to_dict()))
+            n_params = sum(p.numel() for p in self.model.parameters())
+            logger.info("model: %s parameters, quantization=%s", f"{n_params:,}", self.config.model.quantization)
+        acc.init_trackers("tensorboard", config=_flat_hparams(self.config))
+
+        model, optimizer, accum = self.model, self.optimizer, t.gradient_accumulation_steps
+        model.train()
+        bar = tqdm(total=t.max_steps, initial=self.state.step, disable=not acc.is_main_process, desc="train")
+        window = {"loss": torch.zeros((), device=acc.device), "micro": 0, "tokens": 0, "t0": time.time()}
+        segment_start, elapsed_before = time.time(), self.state.elapsed_seconds
+        micro_in_step, done = 0, self._budget_reached()
+        grad_norm = torch.zeros(())
+        while not done:
+            loader = self._train_loader(self.state.epoch, self.state.batch_in_epoch)
+            if len(loader) == 0:
+                raise ConfigError(
+                    f"the training split has {len(self.train_dataset)} sequences, fewer than one micro-batch "
+                    f"({self.micro_batch_size} x {acc.num_processes} processes); lower training.batch_size"
+                )
+            for batch in loader:
+                self.state.batch_in_epoch += 1
+                micro_in_step += 1
+                sync = micro_in_step == accum
+                with contextlib.nullcontext() if sync else acc.no_sync(model):
+                    with acc.autocast():
+                        loss = model(**batch).loss
+                    acc.backward(loss / accum)
+                window["loss"] += loss.detach().float()
+                window["micro"] += 1
+                window["tokens"] += int(batch["attention_mask"].sum())
+                if not sync:
+                    continue
+                micro_in_step = 0
+                grad_norm = acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                self.scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                self.state.step += 1
+                bar.update(1)
+                # One small all-reduce a step keeps the token count and the stop decision identical on all ranks.
+                synced = acc.reduce(
+                    torch.tensor([window["tokens"], time.time() - segment_start], device=acc.device, dtype=torch.float64),
+                    reduction="sum",
+                )
+                step_tokens = int(synced[0].item())
+                self.state.tokens += step_tokens
+                self.state.elapsed_seconds = elapsed_before + float(synced[1].item()) / acc.num_processes
+                window["tokens_logged"] = window.get("tokens_logged", 0) + step_tokens
+                window["tokens"] = 0
+                done = self._budget_reached()
+                if self.state.step % t.log_every == 0 or done:
+                    seconds = time.time() - window["t0"]
+                    mean_loss = acc.reduce(window["loss"] / max(window["micro"], 1), reduction="mean").item()
+                    self._log(
+                        {
+                            "train/loss": mean_loss,
+                            "train/lr": self.scheduler.get_last_lr()[0],
+                            "train/tokens_per_second": window["tokens_logged"] / max(seconds, 1e-9),
+                            "train/grad_norm": float(grad_norm),
+                            "train/epoch": self.state.epoch,
+                        },
+                        bar,
+                    )
+                    window = {"loss": torch.zeros((), device=acc.device), "micro": 0, "tokens": 0, "t0": time.time()}
+                if t.eval_every and (self.state.step % t.eval_every == 0 or done):
+                    self._log(self.validate(), bar)
+                if t.save_every and self.state.step % t.save_every == 0 and not done:
+                    self.save_checkpoint()
+                if done:
+                    break
+            else:
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+        bar.close()
+        final = self.validate()
+        if not t.eval_every:
+            self._log(final, bar)
+        if t.save_every:
+            self.save_checkpoint()
+        model_dir = self.save_final_model()
+        result = {**dataclasses.asdict(self.state), **final, "model_dir": str(model_dir)}
+        if self.config.evaluation.proteingym is not None and acc.is_main_process:
+            result["proteingym"] = self.evaluate_proteingym(model_dir)
+        acc.end_training()
+        return result
+
+    def save_final_model(self) -> Path:
+        """Save the HF-format model, tokenizer and config to ``output_dir/model`` atomically; returns the folder."""
+        acc = self.accelerator
+        final = self.output_dir / FINAL_MODEL_DIR
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            tmp = self.output_dir / f".tmp-{FINAL_MODEL_DIR}"
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp)
+            acc.unwrap_model(self.model).save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / "training_config.yaml").write_text(yaml.safe_dump(self.config.to_dict()))
+            ckpt.atomic_write_json(tmp / "trainer_state.json", dataclasses.asdict(self.state))
+            ckpt.replace_dir(tmp, final)
+        acc.wait_for_everyone()
+        return final
+
+    def evaluate_proteingym(self, model_dir: Path) -> dict:
+        """Masked-marginals ProteinGym evaluation of the final model; writes ``eval/proteingym.json``."""
+        from ..evaluation.proteingym import evaluate_proteingym
+
+        pg = self.config.evaluation.proteingym
+        model = self.accelerator.unwrap_model(self.model).eval()
+        return evaluate_proteingym(
+            model,
+            self.tokenizer,
+            assays_dir=resolve_path(pg.assays),
+            reference_csv=resolve_path(pg.reference),
+            output_json=self.output_dir / "eval" / "proteingym.json",
+            assay_ids=pg.assay_ids,
+            batch_size=pg.batch_size,
+            device=self.accelerator.device,
+        )
+
+
+def _flat_hparams(config: Config) -> dict:
+    flat = {}
+    for section, values in config.to_dict().items():
+        for key, value in (values or {}).items():
+            if isinstance(value, (int, float, str, bool)):
+                flat[f"{section}.{key}"] = value
+    return flat
+
+
+def train(config: Config, output_dir: str | os.PathLike, resume: bool = False) -> dict:
+    """Run a training config end to end (see :class:`Trainer`)."""
+    return Trainer(config, output_dir, resume=resume).train()
