@@ -22,12 +22,16 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from .config import load_config, parse_override
     from .trainer import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config, dict(parse_override(o) for o in args.overrides))
     result = train(config, args.output_dir, resume=args.resume)
+    if not PartialState().is_main_process:
+        return 0
     summary = {k: v for k, v in result.items() if k != "proteingym"}
     if "proteingym" in result:
         summary["proteingym_mean_spearman"] = result["proteingym"].get("mean_spearman")

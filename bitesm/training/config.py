@@ -55,7 +55,9 @@ class DataConfig:
         mask_rate: fraction of residues selected for MLM (0.15 ESM-2, 0.25 crammed), replaced 80/10/10.
         validation_size: number of held-out sequences for validation loss and perplexity.
         max_sequences: use only the first N records of the FASTA (``None``: all).
-        streaming: stream the FASTA instead of converting it to Arrow (UniRef50-sized files).
+
+    The FASTA is converted once to a memory-mapped Arrow dataset (cached by ``datasets``), which scales to
+    UniRef50-sized files without holding them in memory and gives the random access that exact resume needs.
     """
 
     train_fasta: str = "data/pretrain/swissprot_2014-01_sample50k.fasta.gz"
@@ -63,7 +65,6 @@ class DataConfig:
     mask_rate: float = 0.15
     validation_size: int = 1000
     max_sequences: int | None = None
-    streaming: bool = False
 
 
 @dataclass

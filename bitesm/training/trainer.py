@@ -11,8 +11,9 @@ What a run writes under ``output_dir``:
 * ``eval/proteingym.json`` when the config has an ``evaluation.proteingym`` section.
 
 Exact resume: the data order of epoch ``e`` is a permutation drawn from ``seed`` and ``e`` alone, the collator draws
-crops and masks from its own generator whose state is checkpointed per process, and Accelerate restores the model,
-optimizer, scheduler and global RNG states, so a killed and resumed run ends with the weights of an uninterrupted one.
+crops and masks from its own generator whose state is checkpointed per process (it runs in the loop, after the data
+loader, so read-ahead never advances it), and Accelerate restores the model, optimizer, scheduler and global RNG
+states, so a killed and resumed run ends with the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.data_loader import prepare_data_loader, skip_first_batches
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import EsmConfig, get_scheduler
@@ -108,6 +111,10 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _as_list(examples: list) -> list:
+    return examples
+
+
 def _epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
@@ -155,15 +162,13 @@ class Trainer:
 
         self.model, self.tokenizer = build_model(config.model, seed=t.seed)
         d = config.data
+        datasets.disable_progress_bars()
         splits = load_fasta_dataset(
             resolve_path(d.train_fasta),
             validation_size=d.validation_size,
             seed=t.seed,
             max_sequences=d.max_sequences,
-            streaming=d.streaming,
         )
-        if d.streaming:
-            raise ConfigError("data.streaming=true is for dataset preparation only in this version; set it to false")
         self.train_dataset, self.val_dataset = splits["train"], splits["validation"]
         self.collator = MLMCollator(
             self.tokenizer,
@@ -193,13 +198,13 @@ class Trainer:
             self.train_dataset,
             batch_size=self.micro_batch_size,
             sampler=_epoch_permutation(len(self.train_dataset), t.seed, epoch),
-            collate_fn=self.collator,
+            # Raw examples: the loop collates them itself. Accelerate's loader reads one batch ahead, and collating
+            # there would advance the collator's generator past the checkpointed position.
+            collate_fn=_as_list,
             drop_last=True,
         )
         acc = self.accelerator
-        loader = prepare_data_loader(
-            loader, acc.device, acc.num_processes, acc.process_index, put_on_device=True, rng_types=[]
-        )
+        loader = prepare_data_loader(loader, acc.device, acc.num_processes, acc.process_index, rng_types=[])
         return skip_first_batches(loader, skip) if skip else loader
 
     def _val_loader(self) -> DataLoader:
@@ -311,7 +316,8 @@ class Trainer:
                     f"the training split has {len(self.train_dataset)} sequences, fewer than one micro-batch "
                     f"({self.micro_batch_size} x {acc.num_processes} processes); lower training.batch_size"
                 )
-            for batch in loader:
+            for examples in loader:
+                batch = send_to_device(self.collator(examples), acc.device)
                 self.state.batch_in_epoch += 1
                 micro_in_step += 1
                 sync = micro_in_step == accum
@@ -366,17 +372,43 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
         bar.close()
+        self.state_in_sync = self.check_replicas_in_sync()
         final = self.validate()
         if not t.eval_every:
             self._log(final, bar)
         if t.save_every:
             self.save_checkpoint()
         model_dir = self.save_final_model()
-        result = {**dataclasses.asdict(self.state), **final, "model_dir": str(model_dir)}
+        result = {
+            **dataclasses.asdict(self.state),
+            **final,
+            "model_dir": str(model_dir),
+            "num_processes": acc.num_processes,
+            "replicas_in_sync": self.state_in_sync,
+        }
         if self.config.evaluation.proteingym is not None and acc.is_main_process:
             result["proteingym"] = self.evaluate_proteingym(model_dir)
         acc.end_training()
         return result
+
+    @torch.no_grad()
+    def check_replicas_in_sync(self) -> bool:
+        """Whether every process holds bit-identical parameters (data parallelism must keep them so).
+
+        Compares a float64 fingerprint (sum and position-weighted sum of every parameter) across processes.
+
+        Raises:
+            RuntimeError: if the replicas differ (a data-parallel bug; the run's weights are not trustworthy).
+        """
+        acc = self.accelerator
+        params = [p.detach().double().flatten() for p in acc.unwrap_model(self.model).parameters()]
+        flat = torch.cat(params)
+        weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device) / flat.numel()
+        fingerprint = torch.stack([flat.sum(), (flat * weights).sum()]).to(acc.device)
+        gathered = acc.gather(fingerprint[None]).reshape(-1, 2)
+        if not bool((gathered == gathered[0]).all()):
+            raise RuntimeError(f"data-parallel replicas diverged: parameter fingerprints {gathered.tolist()}")
+        return True
 
     def save_final_model(self) -> Path:
         """Save the HF-format model, tokenizer and config to ``output_dir/model`` atomically; returns the folder."""
@@ -386,8 +418,6 @@ class Trainer:
         if acc.is_main_process:
             tmp = self.output_dir / f".tmp-{FINAL_MODEL_DIR}"
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
             acc.unwrap_model(self.model).save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)

@@ -1,0 +1,38 @@
+"""Shared fixtures for the quantizer / BitLinear / model tests (kept small on purpose)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def esm8m_dir() -> Path:
+    """Real ESM-2 8M config + tokenizer files (no weights): hidden 320, 6 layers, 20 heads."""
+    path = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
+    assert (path / "config.json").is_file(), path
+    return path
+
+
+@pytest.fixture()
+def small_esm_kwargs() -> dict:
+    """A shrunk ESM-2 architecture (hidden 64, 2 layers, 4 heads), ESM-2 vocabulary and special tokens, no dropout."""
+    return dict(
+        vocab_size=33,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=1026,
+        position_embedding_type="rotary",
+        emb_layer_norm_before=False,
+        token_dropout=True,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        mask_token_id=32,
+    )
