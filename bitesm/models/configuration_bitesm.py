@@ -1,7 +1,6 @@
 """Configuration of bitesm models: an ESM-2 ``EsmConfig`` plus quantization fields."""
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: @strict checks field types only on real (non-string) annotations.
 from huggingface_hub.dataclasses import strict
 from transformers import EsmConfig
 
@@ -22,11 +21,13 @@ class BitEsmConfig(EsmConfig):
         activation_bits: bit width of the per-token absmax activation quantizer of BitLinear (8 in BitNet b1.58);
             ``None`` leaves activations in floating point. Ignored when ``quantization`` is None.
         weight_eps: epsilon of the absmean weight quantizer (2Bits of Protein eq. 1).
-        modules_to_not_convert: module names kept as ``nn.Linear``; ``None`` means the LM head and contact head.
+        modules_to_not_convert: module names kept as ``nn.Linear``; ``None`` means the LM head, contact head and
+            pooler (:data:`bitesm.nn.bitlinear.DEFAULT_MODULES_TO_NOT_CONVERT`); ``[]`` converts every Linear.
 
     Raises:
-        huggingface_hub.errors.StrictDataclassClassValidationError: (a ``ValueError``) when a field is out of range,
-            with the field, the value and the allowed values in the message.
+        huggingface_hub.errors.StrictDataclassFieldValidationError: a field of the wrong type.
+        huggingface_hub.errors.StrictDataclassClassValidationError: a field out of range; the message names the field,
+            the value and the allowed values (the underlying ``ValueError`` is its ``__cause__``).
     """
 
     model_type = "bitesm"

@@ -41,7 +41,9 @@ def quantize_model_(model, config: BitEsmConfig) -> int:
         return 0
     return replace_linear_with_bitlinear(
         model,
-        modules_to_not_convert=config.modules_to_not_convert or DEFAULT_MODULES_TO_NOT_CONVERT,
+        modules_to_not_convert=(
+            DEFAULT_MODULES_TO_NOT_CONVERT if config.modules_to_not_convert is None else config.modules_to_not_convert
+        ),
         activation_bits=config.activation_bits,
         weight_eps=config.weight_eps,
     )

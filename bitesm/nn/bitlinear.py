@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BitLinear", "replace_linear_with_bitlinear", "DEFAULT_MODULES_TO_NOT_CONVERT"]
 
-#: ESM-2 modules that stay full precision: the LM head and the contact head (embeddings are nn.Embedding).
-DEFAULT_MODULES_TO_NOT_CONVERT = ("lm_head", "contact_head")
+#: ESM-2 modules that stay full precision: the LM head, the contact head and the (unused) pooler of ``EsmModel``;
+#: embeddings are ``nn.Embedding`` and never converted.
+DEFAULT_MODULES_TO_NOT_CONVERT = ("lm_head", "contact_head", "pooler")
 
 
 class BitLinear(nn.Linear):
