@@ -1,9 +1,10 @@
 """Data pipeline: validated FASTA reading, ESM-2 tokenizer, HF datasets, MLM collation."""
 
-from .collator import STANDARD_AMINO_ACIDS, MLMCollator, tokenize_residues
+from .collator import MLMCollator, tokenize_residues
 from .dataset import load_fasta_dataset
 from .fasta import (
     ESM_RESIDUES,
+    STANDARD_AMINO_ACIDS,
     FastaFormatError,
     InvalidResidueError,
     iter_fasta,

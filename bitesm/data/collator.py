@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .fasta import ESM_RESIDUES
+from .fasta import ESM_RESIDUES, STANDARD_AMINO_ACIDS
 
 __all__ = ["MLMCollator", "STANDARD_AMINO_ACIDS", "tokenize_residues"]
 
 #: The 20 standard amino acids; random replacements are drawn from these only.
-STANDARD_AMINO_ACIDS: str = "ACDEFGHIKLMNPQRSTVWY"
 
 IGNORE_INDEX = -100
 

@@ -26,6 +26,7 @@ from biotite.sequence.io.fasta import FastaFile
 
 __all__ = [
     "ESM_RESIDUES",
+    "STANDARD_AMINO_ACIDS",
     "FastaFormatError",
     "InvalidResidueError",
     "iter_fasta",
@@ -33,6 +34,8 @@ __all__ = [
     "validate_sequence",
 ]
 
+#: The 20 standard amino acids (ProteinGym ``AA_vocab``); the ESM-2 tokens a random MLM replacement draws from.
+STANDARD_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 #: The 25 residue letters of the ESM-2 vocabulary (20 standard amino acids plus
 #: X (unknown), B (D/N), U (selenocysteine), Z (E/Q), O (pyrrolysine)), in
 #: vocabulary order (token ids 4..28).

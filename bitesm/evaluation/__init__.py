@@ -4,14 +4,13 @@ ProteinGym zero-shot substitution benchmark (masked-marginals scoring, ProteinGy
 strategy and long-sequence window policy) and mutant-string utilities.
 """
 
-from bitesm.evaluation.mutants import (
+from .mutants import (
     ALLOWED_MUTANT_RESIDUES,
-    STANDARD_AA,
     MutantMismatchError,
     parse_mutant,
     validate_mutants,
 )
-from bitesm.evaluation.proteingym import (
+from .proteingym import (
     ProteinGymInputError,
     add_cli_arguments,
     cli_main,
@@ -29,7 +28,6 @@ from bitesm.evaluation.proteingym import (
 
 __all__ = [
     "ALLOWED_MUTANT_RESIDUES",
-    "STANDARD_AA",
     "MutantMismatchError",
     "parse_mutant",
     "validate_mutants",

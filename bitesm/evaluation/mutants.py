@@ -14,22 +14,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from ..data.fasta import ESM_RESIDUES, STANDARD_AMINO_ACIDS
+
 __all__ = [
-    "STANDARD_AA",
-    "ESM_EXTRA_RESIDUES",
     "ALLOWED_MUTANT_RESIDUES",
     "MutantMismatchError",
     "parse_mutant",
     "validate_mutants",
 ]
 
-#: The 20 standard amino acids (ProteinGym ``AA_vocab`` in ``proteingym/utils/scoring_utils.py``).
-STANDARD_AA = "ACDEFGHIKLMNPQRSTVWY"
-#: Non-standard residue letters that have their own token in the ESM-2 vocabulary
-#: (X unknown, B Asx, U selenocysteine, Z Glx, O pyrrolysine).
-ESM_EXTRA_RESIDUES = "XBUZO"
-#: Residues accepted as the mutant (``mt``) residue.
-ALLOWED_MUTANT_RESIDUES = frozenset(STANDARD_AA + ESM_EXTRA_RESIDUES)
+#: Residues accepted as the mutant (``mt``) residue: the 25 letters of the ESM-2 vocabulary.
+ALLOWED_MUTANT_RESIDUES = frozenset(ESM_RESIDUES)
 
 _SINGLE_RE = re.compile(r"^([A-Za-z])([0-9]+)([A-Za-z])$")
 _MAX_REPORTED = 5
@@ -100,7 +95,7 @@ def _problem(target_seq: str, mutant: object) -> str | None:
         if mt not in ALLOWED_MUTANT_RESIDUES:
             return (
                 f"mutant {mutant!r}: mutant residue {mt!r} is not one of the 20 standard amino "
-                f"acids ({STANDARD_AA}) or an ESM residue ({ESM_EXTRA_RESIDUES})"
+                f"acids ({STANDARD_AMINO_ACIDS}) or an ESM-2 residue letter ({ESM_RESIDUES})"
             )
     return None
 

@@ -52,7 +52,9 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from bitesm.evaluation.mutants import MutantMismatchError, parse_mutant, validate_mutants
+from ..data.tokenizer import load_tokenizer
+from ..io import atomic_write_json
+from .mutants import MutantMismatchError, parse_mutant, validate_mutants
 
 __all__ = [
     "ProteinGymInputError",
@@ -74,11 +76,6 @@ __all__ = [
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Embedded ProteinGym assays shipped with the repository (absent in a wheel install).
 DEFAULT_ASSAYS_DIR = _REPO_ROOT / "data" / "proteingym" / "substitutions"
-#: ESM-2 tokenizer files used when a checkpoint folder has no tokenizer.
-_FALLBACK_TOKENIZER_DIRS = (
-    _REPO_ROOT / "bitesm" / "data" / "esm2_tokenizer",
-    _REPO_ROOT / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D",
-)
 _PUBLISHED_FILENAME = "DMS_substitutions_Spearman_DMS_level.csv"
 #: Published ProteinGym columns copied into the results: column name -> result key suffix.
 PUBLISHED_MODELS = {"ESM2 (8M)": "ESM2_8M", "ESM2 (35M)": "ESM2_35M"}
@@ -553,29 +550,6 @@ def evaluate_assay(
     }
 
 
-def _nan_to_none(x: Any) -> Any:
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    return x
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(_nan_to_none(obj), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _model_name(model: Any) -> str:
     name = getattr(model, "name_or_path", None) or getattr(
         getattr(model, "config", None), "_name_or_path", None
@@ -692,7 +666,7 @@ def evaluate_proteingym(
     out["seconds"] = time.perf_counter() - t0
     out["assays"] = results
     if output_json is not None:
-        _write_json_atomic(out, Path(output_json))
+        atomic_write_json(Path(output_json), out)
     return out
 
 
@@ -721,31 +695,6 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="model weights dtype (log-softmax is always float32)")
     return parser
-
-
-def _load_tokenizer(model_id: str) -> Any:
-    from transformers import AutoTokenizer, EsmTokenizer
-
-    path = Path(model_id)
-    has_tok = path.is_dir() and any(
-        (path / f).is_file() for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json")
-    )
-    if has_tok or not path.is_dir():
-        try:
-            return AutoTokenizer.from_pretrained(model_id)
-        except (OSError, ValueError):
-            if has_tok:
-                raise
-    for d in _FALLBACK_TOKENIZER_DIRS:
-        if (d / "vocab.txt").is_file():
-            print(f"[bitesm] {model_id}: no tokenizer found; using the ESM-2 tokenizer from {d}",
-                  file=sys.stderr)
-            return EsmTokenizer.from_pretrained(str(d))
-    raise FileNotFoundError(
-        f"No tokenizer in {model_id} and no ESM-2 tokenizer files at "
-        f"{[str(d) for d in _FALLBACK_TOKENIZER_DIRS]}. Fix: save the ESM-2 tokenizer into the "
-        "checkpoint folder (tokenizer.save_pretrained(dir))."
-    )
 
 
 def cli_main(args: argparse.Namespace) -> int:
@@ -781,7 +730,7 @@ def cli_main(args: argparse.Namespace) -> int:
             "config.json and weights, or a Hub id available offline."
         )
     try:
-        tokenizer = _load_tokenizer(args.model)
+        tokenizer = load_tokenizer(args.model)
         model.to(device)
         result = evaluate_proteingym(
             model, tokenizer, assays, reference, output_json=args.output,

@@ -22,7 +22,7 @@ eq. 1-3 of "2Bits of Protein", Morsing et al., 2024):
 
 Each quantizer has a fake-quant form (quantize then dequantize, same dtype as the input) and a
 straight-through estimator (STE) form for training: forward value ``x_hat``, gradient d x_hat / d x = 1
-(Bengio et al., 2013), written ``x_hat + (x - x.detach())`` so the forward value is exactly ``x_hat``.
+(Bengio et al., 2013), written as an autograd function so the forward value is exactly ``x_hat``.
 
 Layout follows torchao's ``quant_primitives.py``: math here, modules elsewhere (:mod:`bitesm.nn`).
 All functions are device-agnostic; the rounding arithmetic runs in float32 whatever the input dtype
@@ -162,7 +162,7 @@ def quantize_affine(
     xf = x.float()
     if offset is not None:
         xf = xf - offset
-    q = torch.clamp(torch.round(xf / scale), qmin, qmax)
+    q = torch.round(xf / scale).clamp_(qmin, qmax)
     return q if dtype is None else q.to(dtype)
 
 
@@ -184,22 +184,34 @@ def dequantize_affine(
     """
     x = q.float() * scale
     if offset is not None:
-        x = x + offset
+        x.add_(offset)
     return x.to(dtype)
 
 
-def ste(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Straight-through estimator: forward value ``x_hat``, gradient w.r.t. ``x`` the identity.
+class _StraightThrough(torch.autograd.Function):
+    """Returns ``x_hat``; passes the incoming gradient to ``x`` unchanged."""
 
-    Written ``x_hat + (x - x.detach())``: the value is exactly ``x_hat`` (the added term is exactly zero), unlike
-    the BitNet reference's ``x + (x_hat - x).detach()``, whose floating-point sum can leave the quantization grid
-    for clipped values (in bf16 by up to ~1% of the scale).
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        return x_hat.view_as(x_hat)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+def ste(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Straight-through estimator: forward value exactly ``x_hat``, gradient w.r.t. ``x`` the identity.
+
+    The same estimator as the BitNet reference's ``x + (x_hat - x).detach()``, written as an autograd function:
+    the value is ``x_hat`` bit for bit (that floating-point sum can leave the quantization grid for clipped values,
+    in bf16 by up to ~1% of the scale), and no graph is recorded through the rounding, which has zero gradient.
 
     Args:
         x: the tensor whose gradient passes through.
-        x_hat: its quantized (fake-quant) value, same shape; cast to ``x.dtype``.
+        x_hat: its quantized (fake-quant) value, same shape; detached and cast to ``x.dtype``.
     """
-    return x_hat.to(x.dtype) + (x - x.detach())
+    return _StraightThrough.apply(x, x_hat.detach().to(x.dtype))
 
 
 def fake_quantize_affine(
@@ -220,7 +232,8 @@ def fake_quantize_affine(
     Returns:
         tensor of ``x.shape`` and ``x.dtype``; every element is ``q * scale + offset`` for an integer q.
     """
-    x_hat = dequantize_affine(quantize_affine(x, scale, offset, qmin, qmax), scale, offset, dtype=x.dtype)
+    source = x.detach() if use_ste else x
+    x_hat = dequantize_affine(quantize_affine(source, scale, offset, qmin, qmax), scale, offset, dtype=x.dtype)
     return ste(x, x_hat) if use_ste else x_hat
 
 

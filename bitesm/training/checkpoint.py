@@ -9,12 +9,12 @@ moment (even SIGKILL during a save) leaves only complete checkpoints under their
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
+
+from ..io import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported for callers)
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -62,27 +62,6 @@ def clean_temporary(output_dir: str | os.PathLike) -> None:
     if root.is_dir():
         for p in root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    """:func:`atomic_write_text` of ``json.dumps(obj, indent=2)``."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def replace_dir(tmp_dir: Path, final: Path) -> None:

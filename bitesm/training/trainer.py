@@ -208,8 +208,14 @@ class Trainer:
         return skip_first_batches(loader, skip) if skip else loader
 
     def _val_loader(self) -> DataLoader:
+        # Every selected residue becomes <mask> (no 10% kept / 10% random): the loss measures prediction from
+        # context alone, comparable with the unigram entropy; fixed crops and masks make validations comparable.
         collator = dataclasses.replace(
-            self.collator, random_crop=False, generator=torch.Generator().manual_seed(self.config.training.seed)
+            self.collator,
+            random_crop=False,
+            mask_replace_prob=1.0,
+            random_replace_prob=0.0,
+            generator=torch.Generator().manual_seed(self.config.training.seed),
         )
         loader = DataLoader(self.val_dataset, batch_size=self.micro_batch_size, collate_fn=collator)
         acc = self.accelerator
@@ -245,23 +251,38 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Validation MLM loss (mean cross-entropy in nats over masked tokens, all processes) and perplexity."""
+        """Validation MLM loss and perplexity on the held-out split.
+
+        The loss is the mean cross-entropy in nats over masked positions of all processes (the first
+        ``max_length - 2`` residues of each sequence, ``mask_rate`` of them replaced by ``<mask>``, with a fixed
+        seed); perplexity is ``exp(loss)``.
+        """
         acc = self.accelerator
         model = acc.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         total = torch.zeros(2, dtype=torch.float64, device=acc.device)
+        counts = torch.zeros(model.config.vocab_size, dtype=torch.float64, device=acc.device)
         for batch in self._val_loader():
             with acc.autocast():
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             total[0] += torch.nn.functional.cross_entropy(
                 logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, reduction="sum"
             ).double()
-            total[1] += (batch["labels"] != -100).sum()
-        total = acc.reduce(total, reduction="sum")
+            targets = batch["labels"][batch["labels"] != -100]
+            total[1] += targets.numel()
+            counts += torch.bincount(targets, minlength=counts.numel()).double()
+        total, counts = acc.reduce(total, reduction="sum"), acc.reduce(counts, reduction="sum")
         model.train(was_training)
         loss = (total[0] / total[1].clamp(min=1)).item()
-        return {"val/loss": loss, "val/perplexity": math.exp(min(loss, 50.0)), "val/masked_tokens": int(total[1])}
+        p = counts[counts > 0] / counts.sum()
+        return {
+            "val/loss": loss,
+            "val/perplexity": math.exp(min(loss, 50.0)),
+            # entropy of the masked residues' own frequencies: the loss of a model that ignores context
+            "val/unigram_entropy": float(-(p * p.log()).sum()),
+            "val/masked_tokens": int(total[1]),
+        }
 
     # -- loop ------------------------------------------------------------------------------------------------
 
