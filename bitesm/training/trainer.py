@@ -111,6 +111,26 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+class _LogWindow:
+    """Training loss and token throughput accumulated between two log lines."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.micro_batches = 0
+        self.tokens = 0
+        self.start = time.time()
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        self.loss_sum += loss.detach().float()
+        self.micro_batches += 1
+
+    def mean_loss(self) -> torch.Tensor:
+        return self.loss_sum / max(self.micro_batches, 1)
+
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(time.time() - self.start, 1e-9)
+
+
 def _as_list(examples: list) -> list:
     return examples
 
@@ -207,15 +227,18 @@ class Trainer:
         loader = prepare_data_loader(loader, acc.device, acc.num_processes, acc.process_index, rng_types=[])
         return skip_first_batches(loader, skip) if skip else loader
 
-    def _val_loader(self) -> DataLoader:
-        # Every selected residue becomes <mask> (no 10% kept / 10% random): the loss measures prediction from
-        # context alone, comparable with the unigram entropy; fixed crops and masks make validations comparable.
+    def _val_loader(self, masked_only: bool) -> DataLoader:
+        """Held-out batches with fixed crops (the first ``max_length - 2`` residues) and fixed-seed masks.
+
+        ``masked_only=False`` corrupts as in training (80% <mask> / 10% random / 10% kept); ``True`` replaces every
+        selected residue by <mask>, so the loss measures prediction from context alone.
+        """
+        replace = dict(mask_replace_prob=1.0, random_replace_prob=0.0) if masked_only else {}
         collator = dataclasses.replace(
             self.collator,
             random_crop=False,
-            mask_replace_prob=1.0,
-            random_replace_prob=0.0,
             generator=torch.Generator().manual_seed(self.config.training.seed),
+            **replace,
         )
         loader = DataLoader(self.val_dataset, batch_size=self.micro_batch_size, collate_fn=collator)
         acc = self.accelerator
@@ -250,20 +273,12 @@ class Trainer:
     # -- evaluation ------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def validate(self) -> dict:
-        """Validation MLM loss and perplexity on the held-out split.
-
-        The loss is the mean cross-entropy in nats over masked positions of all processes (the first
-        ``max_length - 2`` residues of each sequence, ``mask_rate`` of them replaced by ``<mask>``, with a fixed
-        seed); perplexity is ``exp(loss)``.
-        """
+    def _validation_loss(self, model, masked_only: bool) -> tuple[float, int, torch.Tensor]:
+        """Mean cross-entropy (nats) over the masked positions of all processes, their count, target counts."""
         acc = self.accelerator
-        model = acc.unwrap_model(self.model)
-        was_training = model.training
-        model.eval()
         total = torch.zeros(2, dtype=torch.float64, device=acc.device)
         counts = torch.zeros(model.config.vocab_size, dtype=torch.float64, device=acc.device)
-        for batch in self._val_loader():
+        for batch in self._val_loader(masked_only):
             with acc.autocast():
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             total[0] += torch.nn.functional.cross_entropy(
@@ -273,15 +288,31 @@ class Trainer:
             total[1] += targets.numel()
             counts += torch.bincount(targets, minlength=counts.numel()).double()
         total, counts = acc.reduce(total, reduction="sum"), acc.reduce(counts, reduction="sum")
+        return (total[0] / total[1].clamp(min=1)).item(), int(total[1]), counts
+
+    def validate(self) -> dict:
+        """Validation on the held-out split: MLM loss, perplexity, masked-only loss and the unigram baseline.
+
+        * ``val/loss``: the MLM objective (mean cross-entropy in nats over the selected positions, corrupted as in
+          training) on held-out sequences; ``val/perplexity = exp(val/loss)``.
+        * ``val/masked_only_loss``: the same positions all replaced by ``<mask>``: prediction from context alone
+          (the 10% kept residues of the MLM objective can be copied from the input).
+        * ``val/unigram_entropy``: entropy (nats) of the target residues' own frequencies, the loss of a model that
+          ignores its input entirely.
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        loss, n_targets, _ = self._validation_loss(model, masked_only=False)
+        masked_only, _, counts = self._validation_loss(model, masked_only=True)
         model.train(was_training)
-        loss = (total[0] / total[1].clamp(min=1)).item()
         p = counts[counts > 0] / counts.sum()
         return {
             "val/loss": loss,
             "val/perplexity": math.exp(min(loss, 50.0)),
-            # entropy of the masked residues' own frequencies: the loss of a model that ignores context
+            "val/masked_only_loss": masked_only,
             "val/unigram_entropy": float(-(p * p.log()).sum()),
-            "val/masked_tokens": int(total[1]),
+            "val/masked_tokens": n_targets,
         }
 
     # -- loop ------------------------------------------------------------------------------------------------
@@ -318,7 +349,7 @@ class Trainer:
             self.load_checkpoint(self.resume_from)
             logger.info("resumed from %s at step %d", self.resume_from, self.state.step)
         if acc.is_main_process:
-            (self.output_dir / "training_config.yaml").write_text(yaml.safe_dump(self.config.to_dict()))
+            ckpt.atomic_write_text(self.output_dir / "training_config.yaml", yaml.safe_dump(self.config.to_dict()))
             n_params = sum(p.numel() for p in self.model.parameters())
             logger.info("model: %s parameters, quantization=%s", f"{n_params:,}", self.config.model.quantization)
         acc.init_trackers("tensorboard", config=_flat_hparams(self.config))
@@ -326,9 +357,10 @@ class Trainer:
         model, optimizer, accum = self.model, self.optimizer, t.gradient_accumulation_steps
         model.train()
         bar = tqdm(total=t.max_steps, initial=self.state.step, disable=not acc.is_main_process, desc="train")
-        window = {"loss": torch.zeros((), device=acc.device), "micro": 0, "tokens": 0, "t0": time.time()}
+        window = _LogWindow(acc.device)
         segment_start, elapsed_before = time.time(), self.state.elapsed_seconds
-        micro_in_step, done = 0, self._budget_reached()
+        micro_in_step, local_tokens, done = 0, 0, self._budget_reached()
+        validated: tuple[int, dict] = (-1, {})
         grad_norm = torch.zeros(())
         while not done:
             loader = self._train_loader(self.state.epoch, self.state.batch_in_epoch)
@@ -346,9 +378,8 @@ class Trainer:
                     with acc.autocast():
                         loss = model(**batch).loss
                     acc.backward(loss / accum)
-                window["loss"] += loss.detach().float()
-                window["micro"] += 1
-                window["tokens"] += int(batch["attention_mask"].sum())
+                window.add_loss(loss)
+                local_tokens += int(batch["attention_mask"].sum())
                 if not sync:
                     continue
                 micro_in_step = 0
@@ -360,31 +391,29 @@ class Trainer:
                 bar.update(1)
                 # One small all-reduce a step keeps the token count and the stop decision identical on all ranks.
                 synced = acc.reduce(
-                    torch.tensor([window["tokens"], time.time() - segment_start], device=acc.device, dtype=torch.float64),
+                    torch.tensor([local_tokens, time.time() - segment_start], device=acc.device, dtype=torch.float64),
                     reduction="sum",
                 )
-                step_tokens = int(synced[0].item())
-                self.state.tokens += step_tokens
+                local_tokens = 0
+                window.tokens += int(synced[0].item())
+                self.state.tokens += int(synced[0].item())
                 self.state.elapsed_seconds = elapsed_before + float(synced[1].item()) / acc.num_processes
-                window["tokens_logged"] = window.get("tokens_logged", 0) + step_tokens
-                window["tokens"] = 0
                 done = self._budget_reached()
                 if self.state.step % t.log_every == 0 or done:
-                    seconds = time.time() - window["t0"]
-                    mean_loss = acc.reduce(window["loss"] / max(window["micro"], 1), reduction="mean").item()
                     self._log(
                         {
-                            "train/loss": mean_loss,
+                            "train/loss": acc.reduce(window.mean_loss(), reduction="mean").item(),
                             "train/lr": self.scheduler.get_last_lr()[0],
-                            "train/tokens_per_second": window["tokens_logged"] / max(seconds, 1e-9),
+                            "train/tokens_per_second": window.tokens_per_second(),
                             "train/grad_norm": float(grad_norm),
                             "train/epoch": self.state.epoch,
                         },
                         bar,
                     )
-                    window = {"loss": torch.zeros((), device=acc.device), "micro": 0, "tokens": 0, "t0": time.time()}
+                    window = _LogWindow(acc.device)
                 if t.eval_every and (self.state.step % t.eval_every == 0 or done):
-                    self._log(self.validate(), bar)
+                    validated = (self.state.step, self.validate())
+                    self._log(validated[1], bar)
                 if t.save_every and self.state.step % t.save_every == 0 and not done:
                     self.save_checkpoint()
                 if done:
@@ -393,9 +422,11 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
         bar.close()
-        self.state_in_sync = self.check_replicas_in_sync()
-        final = self.validate()
-        if not t.eval_every:
+        replicas_in_sync = self.check_replicas_in_sync()
+        if validated[0] == self.state.step:
+            final = validated[1]
+        else:
+            final = self.validate()
             self._log(final, bar)
         if t.save_every:
             self.save_checkpoint()
@@ -405,7 +436,7 @@ class Trainer:
             **final,
             "model_dir": str(model_dir),
             "num_processes": acc.num_processes,
-            "replicas_in_sync": self.state_in_sync,
+            "replicas_in_sync": replicas_in_sync,
         }
         if self.config.evaluation.proteingym is not None and acc.is_main_process:
             result["proteingym"] = self.evaluate_proteingym(model_dir)
