@@ -8,6 +8,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: The six Linear layers of every ESM-2 encoder layer, all converted to BitLinear.
+PER_LAYER = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+
 
 @pytest.fixture(scope="session")
 def esm8m_dir() -> Path:

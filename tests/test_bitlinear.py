@@ -9,6 +9,8 @@ from transformers import EsmConfig, EsmForMaskedLM
 
 from bitesm.nn.bitlinear import DEFAULT_MODULES_TO_NOT_CONVERT, BitLinear, replace_linear_with_bitlinear
 
+from conftest import PER_LAYER
+
 # --- independent reference (BitNet b1.58 reference code, with bitesm's scale gamma + eps) -------------------
 
 
@@ -170,14 +172,6 @@ def test_extra_repr_mentions_quantization():
 
 # --- replace_linear_with_bitlinear on ESM-2 8M ---------------------------------------------------------------
 
-PER_LAYER = (
-    "attention.self.query",
-    "attention.self.key",
-    "attention.self.value",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-)
 
 
 @pytest.fixture()

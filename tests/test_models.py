@@ -24,6 +24,8 @@ import bitesm  # noqa: F401  (registers the Auto classes)
 from bitesm.models import BitEsmConfig, BitEsmForMaskedLM, BitEsmModel, bitesm_config_from_esm
 from bitesm.nn.bitlinear import BitLinear
 
+from conftest import PER_LAYER
+
 # <cls>=0 <pad>=1 <eos>=2 <mask>=32; residues 4..23. Row 0 is padded, row 1 has two <mask> tokens.
 INPUT_IDS = torch.tensor(
     [
@@ -45,14 +47,6 @@ def _logits(model, ids=INPUT_IDS, mask=ATTENTION_MASK):
         return model(input_ids=ids, attention_mask=mask).logits
 
 
-PER_LAYER = (
-    "attention.self.query",
-    "attention.self.key",
-    "attention.self.value",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-)
 
 
 def _count_bitlinear(model) -> int:
