@@ -1,7 +1,7 @@
-"""The ``bitesm`` command: ``bitesm train ...`` and ``bitesm eval proteingym ...``.
+"""The ``bitesm`` command: ``bitesm train``, ``bitesm eval proteingym``, ``bitesm ptq`` and ``bitesm ptq analyze``.
 
 Each subcommand's arguments and behaviour live next to the library code they drive (``add_cli_arguments`` and
-``cli_main`` in :mod:`bitesm.training.cli` and :mod:`bitesm.evaluation.proteingym`); the scripts in ``train/`` and
+``cli_main`` in :mod:`bitesm.training.cli`, :mod:`bitesm.evaluation.proteingym` and :mod:`bitesm.ptq.cli`); the scripts in ``train/`` and
 ``eval/`` call the same functions.
 """
 
@@ -13,6 +13,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation import proteingym
+    from .ptq import cli as ptq_cli
     from .training import cli as training_cli
 
     parser = argparse.ArgumentParser(prog="bitesm", description=__doc__.splitlines()[0])
@@ -27,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     pg = suites.add_parser("proteingym", help="ProteinGym zero-shot DMS Spearman by masked-marginals")
     proteingym.add_cli_arguments(pg)
     pg.set_defaults(handler=proteingym.cli_main)
+    ptq = commands.add_parser(
+        "ptq", help="post-training quantization (PTQ4Protein): 'bitesm ptq --model ... --output DIR' or 'bitesm ptq analyze'"
+    )
+    ptq_cli.add_cli_arguments(ptq)
+    ptq.set_defaults(handler=ptq_cli.cli_main)
     return parser
 
 

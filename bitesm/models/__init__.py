@@ -3,10 +3,25 @@
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
 from .configuration_bitesm import BitEsmConfig
-from .modeling_bitesm import BitEsmForMaskedLM, BitEsmModel, bitesm_config_from_esm, check_loading_info
+from .modeling_bitesm import (
+    BitEsmForMaskedLM,
+    BitEsmModel,
+    bitesm_config_from_esm,
+    check_loading_info,
+    checkpoint_model_type,
+    load_masked_lm,
+)
 
 AutoConfig.register(BitEsmConfig.model_type, BitEsmConfig, exist_ok=True)
 AutoModel.register(BitEsmConfig, BitEsmModel, exist_ok=True)
 AutoModelForMaskedLM.register(BitEsmConfig, BitEsmForMaskedLM, exist_ok=True)
 
-__all__ = ["BitEsmConfig", "BitEsmModel", "BitEsmForMaskedLM", "bitesm_config_from_esm", "check_loading_info"]
+__all__ = [
+    "BitEsmConfig",
+    "BitEsmModel",
+    "BitEsmForMaskedLM",
+    "bitesm_config_from_esm",
+    "check_loading_info",
+    "checkpoint_model_type",
+    "load_masked_lm",
+]

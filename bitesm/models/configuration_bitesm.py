@@ -4,7 +4,10 @@
 from huggingface_hub.dataclasses import strict
 from transformers import EsmConfig
 
+from ..ptq.sites import METHODS, SITES
+
 QUANTIZATION_SCHEMES = ("ternary",)
+PTQ_KEYS = ("weight_bits", "act_bits", "method", "sites", "layers", "weight_granularity")
 
 
 @strict
@@ -21,6 +24,12 @@ class BitEsmConfig(EsmConfig):
         activation_bits: bit width of the per-token absmax activation quantizer of BitLinear (8 in BitNet b1.58);
             ``None`` leaves activations in floating point. Ignored when ``quantization`` is None.
         weight_eps: epsilon of the absmean weight quantizer (2Bits of Protein eq. 1).
+        ptq: post-training quantization (PTQ4Protein) applied to the model, or ``None``. A dict with
+            ``weight_bits`` (encoder Linear weights, symmetric uniform; ``None`` = floating point), ``act_bits``
+            (activations at the ``sites``; ``None`` = floating point), ``method`` (``"uniform"`` or ``"piecewise"``),
+            ``sites`` (subset of ``layernorm_input``, ``layernorm_output``, ``softmax_input``, ``softmax_output``,
+            ``ffn_input``), ``layers`` (encoder layer indices or ``None`` for all) and ``weight_granularity``
+            (``"per_channel"`` or ``"per_tensor"``). The calibrated activation ranges are buffers of the model.
         modules_to_not_convert: module names kept as ``nn.Linear``; ``None`` means the LM head, contact head and
             pooler (:data:`bitesm.nn.bitlinear.DEFAULT_MODULES_TO_NOT_CONVERT`); ``[]`` converts every Linear.
 
@@ -36,6 +45,7 @@ class BitEsmConfig(EsmConfig):
     activation_bits: int | None = 8
     weight_eps: float = 1e-5
     modules_to_not_convert: list[str] | None = None
+    ptq: dict | None = None
 
     def validate_quantization(self):
         if self.quantization is not None and self.quantization not in QUANTIZATION_SCHEMES:
@@ -45,8 +55,27 @@ class BitEsmConfig(EsmConfig):
             )
         if self.activation_bits is not None and not (2 <= self.activation_bits <= 16):
             raise ValueError(f"activation_bits={self.activation_bits} is out of range; use an int in [2, 16] or None")
+        if self.ptq is not None:
+            _validate_ptq(self.ptq)
         if not (0.0 < self.weight_eps < 1.0):
             raise ValueError(f"weight_eps={self.weight_eps} is out of range; use a small positive float such as 1e-5")
+
+
+def _validate_ptq(ptq: dict) -> None:
+    unknown = sorted(set(ptq) - set(PTQ_KEYS))
+    if unknown:
+        raise ValueError(f"ptq has unknown key(s) {unknown}; allowed: {PTQ_KEYS}")
+    for key in ("weight_bits", "act_bits"):
+        bits = ptq.get(key)
+        if bits is not None and (not isinstance(bits, int) or not 2 <= bits <= 16):
+            raise ValueError(f"ptq.{key}={bits!r} is out of range; use an int in [2, 16] or None (floating point)")
+    if ptq.get("method", "uniform") not in METHODS:
+        raise ValueError(f"ptq.method={ptq.get('method')!r}; use one of {METHODS}")
+    bad_sites = sorted(set(ptq.get("sites") or ()) - set(SITES))
+    if bad_sites:
+        raise ValueError(f"ptq.sites has unknown site(s) {bad_sites}; choose from {SITES}")
+    if ptq.get("weight_granularity", "per_channel") not in ("per_channel", "per_tensor"):
+        raise ValueError(f"ptq.weight_granularity={ptq.get('weight_granularity')!r}; use 'per_channel' or 'per_tensor'")
 
 
 __all__ = ["BitEsmConfig", "QUANTIZATION_SCHEMES"]

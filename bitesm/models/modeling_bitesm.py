@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 
-from transformers import EsmConfig, EsmForMaskedLM, EsmModel
+from transformers import EsmConfig, EsmForMaskedLM, EsmModel, PretrainedConfig
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
 from ..nn.bitlinear import DEFAULT_MODULES_TO_NOT_CONVERT, replace_linear_with_bitlinear
+from ..ptq.attention import ATTENTION_NAME
+from ..ptq.sites import attach_activation_quantizers
 from .configuration_bitesm import BitEsmConfig
 from .remote_code import write_remote_code
 
@@ -36,17 +38,31 @@ register_checkpoint_conversion_mapping(
 
 
 def quantize_model_(model, config: BitEsmConfig) -> int:
-    """Apply ``config.quantization`` to ``model`` in place; returns the number of layers converted (0 for fp)."""
-    if config.quantization is None:
-        return 0
-    return replace_linear_with_bitlinear(
-        model,
-        modules_to_not_convert=(
-            DEFAULT_MODULES_TO_NOT_CONVERT if config.modules_to_not_convert is None else config.modules_to_not_convert
-        ),
-        activation_bits=config.activation_bits,
-        weight_eps=config.weight_eps,
-    )
+    """Apply ``config.quantization`` (BitLinear layers) and ``config.ptq`` (activation quantizers) in place.
+
+    Returns:
+        the number of Linear layers converted to BitLinear (0 for floating point).
+    """
+    converted = 0
+    if config.quantization is not None:
+        converted = replace_linear_with_bitlinear(
+            model,
+            modules_to_not_convert=(
+                DEFAULT_MODULES_TO_NOT_CONVERT
+                if config.modules_to_not_convert is None
+                else config.modules_to_not_convert
+            ),
+            activation_bits=config.activation_bits,
+            weight_eps=config.weight_eps,
+        )
+    ptq = config.ptq or {}
+    if ptq.get("act_bits") is not None and ptq.get("sites"):
+        attach_activation_quantizers(
+            model, ptq["act_bits"], ptq.get("method", "uniform"), ptq["sites"], ptq.get("layers")
+        )
+        if {"softmax_input", "softmax_output"} & set(ptq["sites"]):
+            config._attn_implementation = ATTENTION_NAME
+    return converted
 
 
 class _SaveWithCodeMixin:
@@ -114,18 +130,36 @@ class BitEsmForMaskedLM(_SaveWithCodeMixin, EsmForMaskedLM):
             ValueError: the checkpoint is not an ESM masked LM, or weights are missing or unexpected (the message
                 lists the keys).
         """
-        esm_config = EsmConfig.from_pretrained(pretrained_model_name_or_path, **_config_kwargs(from_pretrained_kwargs))
-        if esm_config.model_type not in ("esm", BitEsmConfig.model_type):
+        model_type = checkpoint_model_type(pretrained_model_name_or_path, **_config_kwargs(from_pretrained_kwargs))
+        if model_type not in ("esm", BitEsmConfig.model_type):
             raise ValueError(
-                f"{pretrained_model_name_or_path} has model_type={esm_config.model_type!r}; from_esm converts ESM "
+                f"{pretrained_model_name_or_path} has model_type={model_type!r}; from_esm converts ESM "
                 "checkpoints (model_type 'esm'), e.g. facebook/esm2_t6_8M_UR50D"
             )
+        esm_config = EsmConfig.from_dict(
+            PretrainedConfig.get_config_dict(pretrained_model_name_or_path, **_config_kwargs(from_pretrained_kwargs))[0]
+        )
         config = bitesm_config_from_esm(esm_config, quantization=quantization, activation_bits=activation_bits)
         model, info = cls.from_pretrained(
             pretrained_model_name_or_path, config=config, output_loading_info=True, **from_pretrained_kwargs
         )
         check_loading_info(info, pretrained_model_name_or_path)
         return model
+
+
+def checkpoint_model_type(name_or_path: str | os.PathLike, **kwargs) -> str | None:
+    """The ``model_type`` in a checkpoint's ``config.json`` (folder or Hub id), without building a config."""
+    return PretrainedConfig.get_config_dict(name_or_path, **kwargs)[0].get("model_type")
+
+
+def load_masked_lm(
+    name_or_path: str | os.PathLike, quantization: str | None = None, activation_bits: int | None = 8
+) -> BitEsmForMaskedLM:
+    """Load a bitesm checkpoint as saved, or convert an ESM-2 one with :meth:`BitEsmForMaskedLM.from_esm`
+    (``quantization`` and ``activation_bits`` apply to the conversion only)."""
+    if checkpoint_model_type(name_or_path) == BitEsmConfig.model_type:
+        return BitEsmForMaskedLM.from_pretrained(name_or_path)
+    return BitEsmForMaskedLM.from_esm(name_or_path, quantization=quantization, activation_bits=activation_bits)
 
 
 def _config_kwargs(kwargs: dict) -> dict:
@@ -157,4 +191,12 @@ def check_loading_info(info: dict, source) -> None:
         )
 
 
-__all__ = ["BitEsmModel", "BitEsmForMaskedLM", "bitesm_config_from_esm", "check_loading_info", "quantize_model_"]
+__all__ = [
+    "BitEsmModel",
+    "BitEsmForMaskedLM",
+    "bitesm_config_from_esm",
+    "check_loading_info",
+    "checkpoint_model_type",
+    "load_masked_lm",
+    "quantize_model_",
+]

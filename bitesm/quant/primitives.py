@@ -46,6 +46,7 @@ __all__ = [
     "absmean_ternary_scale",
     "quantize_ternary_absmean",
     "fake_quantize_ternary_absmean",
+    "fake_quantize_weight_symmetric",
     "absmax_per_token_scale",
     "quantize_per_token_absmax",
     "fake_quantize_per_token_absmax",
@@ -280,6 +281,29 @@ def fake_quantize_ternary_absmean(w: torch.Tensor, eps: float = DEFAULT_EPS, use
         tensor of ``w.shape`` and ``w.dtype`` whose values are in {-scale, 0, +scale}.
     """
     return fake_quantize_affine(w, absmean_ternary_scale(w, eps), None, -1, 1, use_ste=use_ste)
+
+
+# --- PTQ weights: symmetric uniform, per tensor or per output channel ------------------------------------
+
+
+def fake_quantize_weight_symmetric(
+    w: torch.Tensor, bits: int, per_channel: bool = True, eps: float = DEFAULT_EPS
+) -> torch.Tensor:
+    """Symmetric signed b-bit weight quantization, dequantized (PTQ4Protein eq. 1-4 with r = max|W|).
+
+    Args:
+        w: weight ``[out_features, in_features]`` (any float dtype).
+        bits: bit width b in [2, 16].
+        per_channel: one scale per output channel (row) when True, one per tensor otherwise.
+        eps: lower bound on the range.
+
+    Returns:
+        tensor of ``w.shape`` and ``w.dtype``, no gradient path (post-training).
+    """
+    w = w.detach()
+    absmax = w.abs().amax(dim=-1, keepdim=True) if per_channel else w.abs().amax()
+    qmin, qmax = signed_range(bits)
+    return fake_quantize_affine(w, symmetric_scale(absmax, bits, eps), None, qmin, qmax, use_ste=False)
 
 
 # --- BitNet b1.58 activations: per-token absmax ----------------------------------------------------

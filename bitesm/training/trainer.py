@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -37,10 +36,11 @@ from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from accelerate.utils import send_to_device, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import EsmConfig, get_scheduler
+from transformers import EsmConfig, PretrainedConfig, get_scheduler
 
 from ..data import MLMCollator, load_fasta_dataset, load_tokenizer
-from ..models import BitEsmConfig, BitEsmForMaskedLM, bitesm_config_from_esm
+from ..evaluation.perplexity import masked_lm_loss_sums, summarize, validation_collator
+from ..models import BitEsmForMaskedLM, bitesm_config_from_esm, load_masked_lm
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, resolve_path
 
@@ -72,22 +72,17 @@ def build_model(model_cfg, seed: int = 0) -> tuple[BitEsmForMaskedLM, object]:
     """
     if model_cfg.from_pretrained is not None:
         source = resolve_path(model_cfg.from_pretrained)
-        if EsmConfig.from_pretrained(source).model_type == BitEsmConfig.model_type:
-            model = BitEsmForMaskedLM.from_pretrained(source)
-            if model.config.quantization != model_cfg.quantization:
-                raise ConfigError(
-                    f"model.quantization={model_cfg.quantization!r} but checkpoint {source} is "
-                    f"{model.config.quantization!r}; set model.quantization to match the checkpoint"
-                )
-        else:
-            model = BitEsmForMaskedLM.from_esm(
-                source, quantization=model_cfg.quantization, activation_bits=model_cfg.activation_bits
+        model = load_masked_lm(source, quantization=model_cfg.quantization, activation_bits=model_cfg.activation_bits)
+        if model.config.quantization != model_cfg.quantization:
+            raise ConfigError(
+                f"model.quantization={model_cfg.quantization!r} but checkpoint {source} is "
+                f"{model.config.quantization!r}; set model.quantization to match the checkpoint"
             )
         tokenizer = load_tokenizer(resolve_path(model_cfg.tokenizer) or source)
     else:
         source = resolve_path(model_cfg.config)
         config = bitesm_config_from_esm(
-            EsmConfig.from_pretrained(source),
+            EsmConfig.from_dict(PretrainedConfig.get_config_dict(source)[0]),
             quantization=model_cfg.quantization,
             activation_bits=model_cfg.activation_bits,
             **model_cfg.overrides,
@@ -228,18 +223,8 @@ class Trainer:
         return skip_first_batches(loader, skip) if skip else loader
 
     def _val_loader(self, masked_only: bool) -> DataLoader:
-        """Held-out batches with fixed crops (the first ``max_length - 2`` residues) and fixed-seed masks.
-
-        ``masked_only=False`` corrupts as in training (80% <mask> / 10% random / 10% kept); ``True`` replaces every
-        selected residue by <mask>, so the loss measures prediction from context alone.
-        """
-        replace = dict(mask_replace_prob=1.0, random_replace_prob=0.0) if masked_only else {}
-        collator = dataclasses.replace(
-            self.collator,
-            random_crop=False,
-            generator=torch.Generator().manual_seed(self.config.training.seed),
-            **replace,
-        )
+        """Held-out batches of this process with fixed crops and masks (:func:`validation_collator`)."""
+        collator = validation_collator(self.collator, self.config.training.seed, masked_only)
         loader = DataLoader(self.val_dataset, batch_size=self.micro_batch_size, collate_fn=collator)
         acc = self.accelerator
         return prepare_data_loader(
@@ -272,23 +257,10 @@ class Trainer:
 
     # -- evaluation ------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def _validation_loss(self, model, masked_only: bool) -> tuple[float, int, torch.Tensor]:
-        """Mean cross-entropy (nats) over the masked positions of all processes, their count, target counts."""
+    def _validation_loss(self, model, masked_only: bool) -> dict:
         acc = self.accelerator
-        total = torch.zeros(2, dtype=torch.float64, device=acc.device)
-        counts = torch.zeros(model.config.vocab_size, dtype=torch.float64, device=acc.device)
-        for batch in self._val_loader(masked_only):
-            with acc.autocast():
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            total[0] += torch.nn.functional.cross_entropy(
-                logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, reduction="sum"
-            ).double()
-            targets = batch["labels"][batch["labels"] != -100]
-            total[1] += targets.numel()
-            counts += torch.bincount(targets, minlength=counts.numel()).double()
-        total, counts = acc.reduce(total, reduction="sum"), acc.reduce(counts, reduction="sum")
-        return (total[0] / total[1].clamp(min=1)).item(), int(total[1]), counts
+        totals, counts = masked_lm_loss_sums(model, self._val_loader(masked_only), autocast=acc.autocast)
+        return summarize(acc.reduce(totals, reduction="sum"), acc.reduce(counts, reduction="sum"))
 
     def validate(self) -> dict:
         """Validation on the held-out split: MLM loss, perplexity, masked-only loss and the unigram baseline.
@@ -303,16 +275,15 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        loss, n_targets, _ = self._validation_loss(model, masked_only=False)
-        masked_only, _, counts = self._validation_loss(model, masked_only=True)
+        mlm = self._validation_loss(model, masked_only=False)
+        masked_only = self._validation_loss(model, masked_only=True)
         model.train(was_training)
-        p = counts[counts > 0] / counts.sum()
         return {
-            "val/loss": loss,
-            "val/perplexity": math.exp(min(loss, 50.0)),
-            "val/masked_only_loss": masked_only,
-            "val/unigram_entropy": float(-(p * p.log()).sum()),
-            "val/masked_tokens": n_targets,
+            "val/loss": mlm["loss"],
+            "val/perplexity": mlm["perplexity"],
+            "val/masked_only_loss": masked_only["loss"],
+            "val/unigram_entropy": masked_only["unigram_entropy"],
+            "val/masked_tokens": mlm["masked_tokens"],
         }
 
     # -- loop ------------------------------------------------------------------------------------------------

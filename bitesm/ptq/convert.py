@@ -1,0 +1,205 @@
+"""Post-training quantization of an ESM-2 or bitesm checkpoint (PTQ4Protein): weights, calibration, saving.
+
+Flow (``bitesm ptq``): load the model in floating point (an ``EsmForMaskedLM`` checkpoint is converted with
+:meth:`BitEsmForMaskedLM.from_esm`, a bitesm checkpoint loads as it is, ternary BitLinear layers included), build
+the same model with a ``ptq`` config (activation quantizers at the chosen sites), copy the weights, quantize the
+encoder Linear weights (symmetric uniform, per output channel by default; BitLinear weights are already ternary
+and stay so), run the calibration sequences through the model with range observers, store the ranges, save.
+The saved folder loads with ``from_pretrained`` and runs quantized.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..data.collator import tokenize_residues
+from ..data.tokenizer import load_tokenizer
+from ..models import BitEsmConfig, BitEsmForMaskedLM, load_masked_lm
+from ..nn.bitlinear import BitLinear
+from ..quant.observers import make_observer
+from ..quant.primitives import fake_quantize_weight_symmetric
+from .sites import SITES, activation_quantizers
+
+logger = logging.getLogger(__name__)
+
+
+def load_fp_model(name_or_path: str | os.PathLike) -> tuple[BitEsmForMaskedLM, object]:
+    """Load an ESM-2 (``model_type="esm"``) or bitesm checkpoint as a bitesm model without PTQ, plus its tokenizer.
+
+    Raises:
+        ValueError: the checkpoint already carries a PTQ config (quantize the original instead).
+    """
+    model = load_masked_lm(name_or_path, quantization=None)
+    if model.config.ptq:
+        raise ValueError(f"{name_or_path} is already post-training quantized; start from its unquantized checkpoint")
+    return model.eval(), load_tokenizer(name_or_path)
+
+
+def ptq_settings(
+    weight_bits: int | None,
+    act_bits: int | None,
+    method: str = "piecewise",
+    sites: Sequence[str] = SITES,
+    layers: Sequence[int] | None = None,
+    weight_granularity: str = "per_channel",
+) -> dict:
+    """The ``config.ptq`` dict; bit widths of 32 (or None) mean floating point (e.g. W8A32)."""
+    as_bits = lambda b: None if b in (None, 32) else int(b)  # noqa: E731
+    return {
+        "weight_bits": as_bits(weight_bits),
+        "act_bits": as_bits(act_bits),
+        "method": method,
+        "sites": list(sites),
+        "layers": None if layers is None else list(layers),
+        "weight_granularity": weight_granularity,
+    }
+
+
+def build_quantized_model(model: BitEsmForMaskedLM, ptq: dict) -> BitEsmForMaskedLM:
+    """A copy of ``model`` with ``config.ptq = ptq``: quantized encoder weights, uncalibrated activation quantizers.
+
+    Raises:
+        ValueError: out-of-range PTQ settings (from :class:`BitEsmConfig` validation).
+    """
+    values = model.config.to_dict()
+    values["ptq"] = ptq
+    for key in ("model_type", "architectures", "transformers_version", "_name_or_path", "auto_map"):
+        values.pop(key, None)
+    config = BitEsmConfig.from_dict(values)
+    quantized = BitEsmForMaskedLM(config).eval()
+    missing, unexpected = quantized.load_state_dict(model.state_dict(), strict=False)
+    quantizer_prefixes = tuple(f"{name}." for name in activation_quantizers(quantized))
+    missing = [k for k in missing if not k.startswith(quantizer_prefixes)]  # calibrated later
+    if missing or unexpected:
+        raise ValueError(f"weights do not match the PTQ model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if ptq.get("weight_bits") is not None:
+        quantize_encoder_weights_(quantized, ptq["weight_bits"], ptq.get("weight_granularity", "per_channel"))
+    return quantized
+
+
+@torch.no_grad()
+def quantize_encoder_weights_(model: nn.Module, bits: int, granularity: str = "per_channel") -> int:
+    """Replace every encoder ``nn.Linear`` weight by its symmetric b-bit fake-quantized value, in place.
+
+    BitLinear layers (already ternary), the LM head, the contact head and the pooler are left unchanged.
+
+    Returns:
+        the number of weight matrices quantized.
+    """
+    count = 0
+    for name, module in model.named_modules():
+        if type(module) is nn.Linear and "encoder." in name:
+            module.weight.copy_(fake_quantize_weight_symmetric(module.weight, bits, granularity == "per_channel"))
+            count += 1
+        elif isinstance(module, BitLinear) and bits is not None:
+            logger.debug("%s is ternary (BitLinear); its weights keep their ternary grid", name)
+    return count
+
+
+@torch.no_grad()
+def calibrate(
+    model: BitEsmForMaskedLM,
+    tokenizer,
+    sequences: Sequence[str],
+    observer: str = "minmax",
+    batch_size: int = 8,
+    max_length: int = 1024,
+    **observer_kwargs,
+) -> dict[str, tuple[float, float]]:
+    """Static range estimation: run ``sequences`` through ``model`` and set every activation quantizer's range.
+
+    Args:
+        model: a model with activation quantizers (from :func:`build_quantized_model`).
+        tokenizer: its ESM-2 tokenizer.
+        sequences: calibration proteins (strings); cropped to ``max_length - 2`` residues.
+        observer: ``"minmax"``, ``"percentile"`` or ``"mse"`` (:func:`bitesm.quant.observers.make_observer`).
+        batch_size: sequences per forward pass (padded; padding positions are excluded by the attention mask but
+            do reach the observers of position-wise sites, as in PTQ4Protein's calibration).
+
+    Returns:
+        ``{quantizer name: (r_l, r_u)}``.
+
+    Raises:
+        ValueError: no sequences, or the model has no activation quantizers.
+    """
+    quantizers = activation_quantizers(model)
+    if not sequences:
+        raise ValueError("calibration needs at least one sequence")
+    if not quantizers:
+        raise ValueError("the model has no activation quantizers (ptq.act_bits is None or no sites were chosen)")
+    for q in quantizers.values():
+        # the MSE search minimises the error of the quantizer the site will use
+        per_site = {"bits": q.bits, "method": q.method} if observer == "mse" else {}
+        q.observer = _CalibrationObserver(make_observer(observer, **per_site, **observer_kwargs))
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        for start in range(0, len(sequences), batch_size):
+            batch = [tokenize_residues(tokenizer, s[: max_length - 2]) for s in sequences[start : start + batch_size]]
+            width = max(len(ids) for ids in batch)
+            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, tokens in enumerate(batch):
+                ids[row, : len(tokens)] = torch.tensor(tokens)
+                mask[row, : len(tokens)] = 1
+            model(input_ids=ids.to(device), attention_mask=mask.to(device))
+        ranges = {}
+        for name, q in quantizers.items():
+            r_l, r_u = q.observer.compute_range()
+            q.set_range(r_l, r_u, q.observer.std())
+            ranges[name] = (float(q.r_l), float(q.r_u))
+    finally:
+        for q in quantizers.values():
+            q.observer = None
+    return ranges
+
+
+class _CalibrationObserver:
+    """A range observer plus the running standard deviation of everything it saw (for the piecewise breakpoints)."""
+
+    def __init__(self, observer):
+        self.observer = observer
+        self.moments = torch.zeros(3, dtype=torch.float64)  # count, sum, sum of squares
+
+    def update(self, x: torch.Tensor) -> None:
+        self.observer.update(x)
+        xf = x.detach().double()
+        self.moments += torch.stack([torch.tensor(float(xf.numel()), dtype=torch.float64), xf.sum().cpu(), (xf * xf).sum().cpu()])
+
+    def compute_range(self):
+        return self.observer.compute_range()
+
+    def std(self) -> float:
+        n, total, squares = self.moments.tolist()
+        return max(squares / n - (total / n) ** 2, 0.0) ** 0.5 if n else float("nan")
+
+
+def quantize_model(
+    model: BitEsmForMaskedLM,
+    tokenizer,
+    calibration_sequences: Sequence[str],
+    weight_bits: int | None = 8,
+    act_bits: int | None = 8,
+    method: str = "piecewise",
+    sites: Sequence[str] = SITES,
+    layers: Sequence[int] | None = None,
+    observer: str = "minmax",
+    weight_granularity: str = "per_channel",
+    batch_size: int = 8,
+    max_length: int = 1024,
+) -> BitEsmForMaskedLM:
+    """Post-training quantize ``model`` (PTQ4Protein): the whole flow of :mod:`bitesm.ptq.convert`.
+
+    Returns:
+        a new calibrated model (``model`` itself is unchanged).
+    """
+    ptq = ptq_settings(weight_bits, act_bits, method, sites, layers, weight_granularity)
+    quantized = build_quantized_model(model, ptq)
+    if ptq["act_bits"] is not None and ptq["sites"]:
+        calibrate(quantized, tokenizer, calibration_sequences, observer, batch_size, max_length)
+    return quantized
