@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,3 +47,12 @@ def small_esm_kwargs() -> dict:
         pad_token_id=1,
         mask_token_id=32,
     )
+
+
+@pytest.fixture()
+def one_thread():
+    """Run a test with one intra-op thread: on 2 shared cores, threads fighting make small ops 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,13 +14,7 @@ from bitesm.quant.observers import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI box has 2 shared cores; intra-op threads fighting for them make small ops 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _student_t3(n: int, seed: int) -> torch.Tensor:

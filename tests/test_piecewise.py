@@ -20,13 +20,7 @@ from bitesm.quant.piecewise import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CI box has 2 shared cores; intra-op threads fighting for them make small ops 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gaussian_with_outliers(n: int = 200_000, seed: int = 0) -> torch.Tensor:

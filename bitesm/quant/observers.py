@@ -239,7 +239,20 @@ def _weighted_quantile(values: torch.Tensor, weights: torch.Tensor, qs: list[flo
     return (v[idx - 1] + frac * (v[idx] - v[idx - 1])).float()
 
 
-class PercentileObserver(Observer):
+class _ReservoirObserver(Observer):
+    """An observer whose statistics come from a bounded :class:`_Reservoir` of the values seen."""
+
+    _reservoir: _Reservoir
+
+    def reset(self) -> None:
+        self._reservoir.reset()
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        self._reservoir.update(x)
+
+
+class PercentileObserver(_ReservoirObserver):
     """Clipping range at the ``(100 - percentile)``-th and ``percentile``-th percentiles of the observed values.
 
     Estimator: weighted quantiles (:func:`_weighted_quantile`, linear interpolation between Hazen positions) of the
@@ -267,12 +280,6 @@ class PercentileObserver(Observer):
         self.percentile = float(percentile)
         self._reservoir = _Reservoir(max_samples, seed, tail_samples)
 
-    def reset(self) -> None:
-        self._reservoir.reset()
-
-    @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        self._reservoir.update(x)
 
     @torch.no_grad()
     def compute_range(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,7 +302,7 @@ class PercentileObserver(Observer):
         return f"PercentileObserver(percentile={self.percentile}, max_samples={self._reservoir.max_samples})"
 
 
-class MSEObserver(Observer):
+class MSEObserver(_ReservoirObserver):
     """Clipping range minimising the quantization MSE of the chosen b-bit quantizer on the observed data.
 
     Candidates shrink the observed [min, max] towards an anchor ``a`` by factors on a grid,
@@ -340,12 +347,6 @@ class MSEObserver(Observer):
         self.bits, self.method, self.grid, self.symmetric = bits, method, grid, bool(symmetric)
         self._reservoir = _Reservoir(max_samples, seed, tail_samples)
 
-    def reset(self) -> None:
-        self._reservoir.reset()
-
-    @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        self._reservoir.update(x)
 
     def quantization_mse(self, x: torch.Tensor, r_l: torch.Tensor, r_u: torch.Tensor, weights=None) -> float:
         """(Weighted) mean squared error of this observer's quantizer on ``x`` with the range [r_l, r_u]."""
