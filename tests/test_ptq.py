@@ -41,7 +41,7 @@ def tokenizer():
 
 
 def _ids(tokenizer, seq):
-    return torch.tensor([bitesm.data.tokenize_residues(tokenizer, seq)])
+    return torch.tensor([bitesm.data.encode_protein(tokenizer, seq)])
 
 
 def test_ptq_and_bitlinear_share_one_quantizer_core():

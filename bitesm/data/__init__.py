@@ -1,6 +1,6 @@
 """Data pipeline: validated FASTA reading, ESM-2 tokenizer, HF datasets, MLM collation."""
 
-from .collator import MLMCollator, tokenize_residues
+from .collator import MLMCollator, encode_protein, tokenize_residues
 from .dataset import load_fasta_dataset
 from .fasta import (
     ESM_RESIDUES,
@@ -20,6 +20,7 @@ __all__ = [
     "FastaFormatError",
     "InvalidResidueError",
     "MLMCollator",
+    "encode_protein",
     "iter_fasta",
     "load_fasta_dataset",
     "load_tokenizer",

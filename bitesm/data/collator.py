@@ -23,7 +23,7 @@ import torch
 
 from .fasta import ESM_RESIDUES, STANDARD_AMINO_ACIDS
 
-__all__ = ["MLMCollator", "STANDARD_AMINO_ACIDS", "tokenize_residues"]
+__all__ = ["MLMCollator", "encode_protein", "tokenize_residues"]
 
 #: The 20 standard amino acids; random replacements are drawn from these only.
 
@@ -86,6 +86,22 @@ def tokenize_residues(tokenizer, sequence: str) -> list[int]:
             the position and character).
     """
     return _encode(_residue_lut(tokenizer), sequence).tolist()
+
+
+def encode_protein(tokenizer, sequence: str) -> list[int]:
+    """Token ids of one protein as ESM-2 reads it: ``<cls>``, one token per residue, ``<eos>``.
+
+    Args:
+        tokenizer: an ESM-2 tokenizer.
+        sequence: residues from :data:`bitesm.data.ESM_RESIDUES` (any case).
+
+    Returns:
+        list of ``len(sequence) + 2`` ids, e.g. ``"MKT"`` -> ``[0, 20, 15, 11, 2]``.
+
+    Raises:
+        ValueError: a character is not an ESM-2 residue letter (see :func:`tokenize_residues`).
+    """
+    return [tokenizer.cls_token_id, *tokenize_residues(tokenizer, sequence), tokenizer.eos_token_id]
 
 
 @dataclass(eq=False)

@@ -52,6 +52,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from ..data.collator import encode_protein
 from ..data.tokenizer import load_tokenizer
 from ..io import atomic_write_json
 from .mutants import MutantMismatchError, parse_mutant, validate_mutants
@@ -161,24 +162,14 @@ def encode_sequence(tokenizer: Any, sequence: str) -> torch.Tensor:
     Raises:
         ProteinGymInputError: a residue has no token in the vocabulary.
     """
-    vocab = tokenizer.get_vocab()
-    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    eos_id = tokenizer.eos_token_id
-    if cls_id is None or eos_id is None:
+    if tokenizer.cls_token_id is None or tokenizer.eos_token_id is None:
         raise ProteinGymInputError(
             f"Tokenizer {type(tokenizer).__name__} has no <cls>/<eos> token; use the ESM-2 tokenizer."
         )
-    ids = [cls_id]
-    for k, aa in enumerate(sequence):
-        tok = vocab.get(aa)
-        if tok is None:
-            raise ProteinGymInputError(
-                f"Residue {aa!r} at position {k + 1} has no token in the tokenizer vocabulary; "
-                "use the ESM-2 tokenizer (25 residue letters incl. X B U Z O)."
-            )
-        ids.append(tok)
-    ids.append(eos_id)
-    return torch.tensor(ids, dtype=torch.long)
+    try:
+        return torch.tensor(encode_protein(tokenizer, sequence), dtype=torch.long)
+    except ValueError as err:
+        raise ProteinGymInputError(f"{err} Use the ESM-2 tokenizer and the assay's own target_seq.") from err
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

@@ -104,7 +104,7 @@ def _write(frame: pd.DataFrame, out: Path, name: str, title: str) -> str:
 @torch.no_grad()
 def _layernorm_activations(model, tokenizer, sequences, max_length: int) -> dict[str, torch.Tensor]:
     """Inputs and outputs of every encoder LayerNorm on a few proteins (for the figures)."""
-    from ..data.collator import tokenize_residues
+    from ..data.collator import encode_protein
 
     captured: dict[str, list[torch.Tensor]] = {}
     handles = []
@@ -116,7 +116,7 @@ def _layernorm_activations(model, tokenizer, sequences, max_length: int) -> dict
             handles.append(module.register_forward_hook(hook))
     try:
         for seq in sequences:
-            model(input_ids=torch.tensor([tokenize_residues(tokenizer, seq[: max_length - 2])]))
+            model(input_ids=torch.tensor([encode_protein(tokenizer, seq[: max_length - 2])]))
     finally:
         for h in handles:
             h.remove()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..data.collator import tokenize_residues
+from ..data.collator import encode_protein
 from ..data.tokenizer import load_tokenizer
 from ..models import BitEsmConfig, BitEsmForMaskedLM, load_masked_lm
 from ..nn.bitlinear import BitLinear
@@ -140,7 +140,7 @@ def calibrate(
     model.eval()
     try:
         for start in range(0, len(sequences), batch_size):
-            batch = [tokenize_residues(tokenizer, s[: max_length - 2]) for s in sequences[start : start + batch_size]]
+            batch = [encode_protein(tokenizer, s[: max_length - 2]) for s in sequences[start : start + batch_size]]
             width = max(len(ids) for ids in batch)
             ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
