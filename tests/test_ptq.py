@@ -13,7 +13,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForMaskedLM, EsmConfig, EsmForMaskedLM
 
 import bitesm
-from bitesm.models import BitEsmConfig, BitEsmForMaskedLM
+from bitesm.models import BitEsmConfig, BitEsmForMaskedLM, bitesm_config_from_esm, load_esm_config
 from bitesm.ptq.convert import build_quantized_model, calibrate, load_fp_model, ptq_settings, quantize_model
 from bitesm.ptq.sites import SITES, activation_quantizers
 
@@ -28,11 +28,12 @@ SEQS = [
 
 
 def tiny_model(quantization=None, seed: int = 0) -> BitEsmForMaskedLM:
-    config = EsmConfig.from_pretrained(ESM8M)
-    values = {k: v for k, v in config.to_dict().items() if k not in ("model_type", "architectures", "transformers_version", "_name_or_path")}
-    values.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    config = bitesm_config_from_esm(
+        load_esm_config(ESM8M), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        quantization=quantization,
+    )
     torch.manual_seed(seed)
-    return BitEsmForMaskedLM(BitEsmConfig.from_dict({**values, "quantization": quantization})).eval()
+    return BitEsmForMaskedLM(config).eval()
 
 
 @pytest.fixture(scope="module")

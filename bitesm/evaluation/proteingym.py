@@ -36,7 +36,6 @@ gives ``W = 1024`` tokens = 1,022 residues, ProteinGym's value.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys

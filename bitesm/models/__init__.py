@@ -9,6 +9,7 @@ from .modeling_bitesm import (
     bitesm_config_from_esm,
     check_loading_info,
     checkpoint_model_type,
+    load_esm_config,
     load_masked_lm,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "bitesm_config_from_esm",
     "check_loading_info",
     "checkpoint_model_type",
+    "load_esm_config",
     "load_masked_lm",
 ]

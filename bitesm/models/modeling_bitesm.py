@@ -136,9 +136,7 @@ class BitEsmForMaskedLM(_SaveWithCodeMixin, EsmForMaskedLM):
                 f"{pretrained_model_name_or_path} has model_type={model_type!r}; from_esm converts ESM "
                 "checkpoints (model_type 'esm'), e.g. facebook/esm2_t6_8M_UR50D"
             )
-        esm_config = EsmConfig.from_dict(
-            PretrainedConfig.get_config_dict(pretrained_model_name_or_path, **_config_kwargs(from_pretrained_kwargs))[0]
-        )
+        esm_config = load_esm_config(pretrained_model_name_or_path, **_config_kwargs(from_pretrained_kwargs))
         config = bitesm_config_from_esm(esm_config, quantization=quantization, activation_bits=activation_bits)
         model, info = cls.from_pretrained(
             pretrained_model_name_or_path, config=config, output_loading_info=True, **from_pretrained_kwargs
@@ -150,6 +148,14 @@ class BitEsmForMaskedLM(_SaveWithCodeMixin, EsmForMaskedLM):
 def checkpoint_model_type(name_or_path: str | os.PathLike, **kwargs) -> str | None:
     """The ``model_type`` in a checkpoint's ``config.json`` (folder or Hub id), without building a config."""
     return PretrainedConfig.get_config_dict(name_or_path, **kwargs)[0].get("model_type")
+
+
+def load_esm_config(name_or_path: str | os.PathLike, **kwargs) -> EsmConfig:
+    """The architecture in a checkpoint's ``config.json`` (ESM-2 or bitesm) as an ``EsmConfig``.
+
+    Reads the raw dict, so no model-type mismatch warning is logged for bitesm checkpoints.
+    """
+    return EsmConfig.from_dict(PretrainedConfig.get_config_dict(name_or_path, **kwargs)[0])
 
 
 def load_masked_lm(
@@ -167,7 +173,8 @@ def _config_kwargs(kwargs: dict) -> dict:
 
 
 def bitesm_config_from_esm(esm_config: EsmConfig, **overrides) -> BitEsmConfig:
-    """A :class:`BitEsmConfig` with every architecture field of ``esm_config`` and the given quantization fields."""
+    """A :class:`BitEsmConfig` with every architecture field of ``esm_config`` (an ``EsmConfig`` or a
+    ``BitEsmConfig``) and the given fields replaced by ``overrides`` (quantization, ptq, shape...)."""
     values = esm_config.to_dict()
     for key in ("model_type", "architectures", "transformers_version", "_name_or_path", "auto_map"):
         values.pop(key, None)
@@ -197,6 +204,7 @@ __all__ = [
     "bitesm_config_from_esm",
     "check_loading_info",
     "checkpoint_model_type",
+    "load_esm_config",
     "load_masked_lm",
     "quantize_model_",
 ]

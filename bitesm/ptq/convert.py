@@ -19,7 +19,7 @@ from torch import nn
 
 from ..data.collator import encode_protein
 from ..data.tokenizer import load_tokenizer
-from ..models import BitEsmConfig, BitEsmForMaskedLM, load_masked_lm
+from ..models import BitEsmForMaskedLM, bitesm_config_from_esm, load_masked_lm
 from ..nn.bitlinear import BitLinear
 from ..quant.observers import make_observer
 from ..quant.primitives import fake_quantize_weight_symmetric
@@ -66,12 +66,7 @@ def build_quantized_model(model: BitEsmForMaskedLM, ptq: dict) -> BitEsmForMaske
     Raises:
         ValueError: out-of-range PTQ settings (from :class:`BitEsmConfig` validation).
     """
-    values = model.config.to_dict()
-    values["ptq"] = ptq
-    for key in ("model_type", "architectures", "transformers_version", "_name_or_path", "auto_map"):
-        values.pop(key, None)
-    config = BitEsmConfig.from_dict(values)
-    quantized = BitEsmForMaskedLM(config).eval()
+    quantized = BitEsmForMaskedLM(bitesm_config_from_esm(model.config, ptq=ptq)).eval()
     missing, unexpected = quantized.load_state_dict(model.state_dict(), strict=False)
     quantizer_prefixes = tuple(f"{name}." for name in activation_quantizers(quantized))
     missing = [k for k in missing if not k.startswith(quantizer_prefixes)]  # calibrated later

@@ -14,8 +14,6 @@ import re
 import shutil
 from pathlib import Path
 
-from ..io import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported for callers)
-
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"

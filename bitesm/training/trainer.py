@@ -36,11 +36,12 @@ from accelerate.data_loader import prepare_data_loader, skip_first_batches
 from accelerate.utils import send_to_device, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import EsmConfig, PretrainedConfig, get_scheduler
+from transformers import get_scheduler
 
 from ..data import MLMCollator, load_fasta_dataset, load_tokenizer
 from ..evaluation.perplexity import masked_lm_loss_sums, summarize, validation_collator
-from ..models import BitEsmForMaskedLM, bitesm_config_from_esm, load_masked_lm
+from ..io import atomic_write_json, atomic_write_text
+from ..models import BitEsmForMaskedLM, bitesm_config_from_esm, load_esm_config, load_masked_lm
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, resolve_path
 
@@ -82,7 +83,7 @@ def build_model(model_cfg, seed: int = 0) -> tuple[BitEsmForMaskedLM, object]:
     else:
         source = resolve_path(model_cfg.config)
         config = bitesm_config_from_esm(
-            EsmConfig.from_dict(PretrainedConfig.get_config_dict(source)[0]),
+            load_esm_config(source),
             quantization=model_cfg.quantization,
             activation_bits=model_cfg.activation_bits,
             **model_cfg.overrides,
@@ -244,7 +245,7 @@ class Trainer:
         acc.wait_for_everyone()
         final = tmp
         if acc.is_main_process:
-            ckpt.atomic_write_json(tmp / ckpt.TRAINER_STATE, dataclasses.asdict(self.state))
+            atomic_write_json(tmp / ckpt.TRAINER_STATE, dataclasses.asdict(self.state))
             final = ckpt.publish_checkpoint(tmp, self.config.training.keep_checkpoints)
         acc.wait_for_everyone()
         return final
@@ -320,7 +321,7 @@ class Trainer:
             self.load_checkpoint(self.resume_from)
             logger.info("resumed from %s at step %d", self.resume_from, self.state.step)
         if acc.is_main_process:
-            ckpt.atomic_write_text(self.output_dir / "training_config.yaml", yaml.safe_dump(self.config.to_dict()))
+            atomic_write_text(self.output_dir / "training_config.yaml", yaml.safe_dump(self.config.to_dict()))
             n_params = sum(p.numel() for p in self.model.parameters())
             logger.info("model: %s parameters, quantization=%s", f"{n_params:,}", self.config.model.quantization)
         acc.init_trackers("tensorboard", config=_flat_hparams(self.config))
@@ -445,7 +446,7 @@ class Trainer:
             acc.unwrap_model(self.model).save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             (tmp / "training_config.yaml").write_text(yaml.safe_dump(self.config.to_dict()))
-            ckpt.atomic_write_json(tmp / "trainer_state.json", dataclasses.asdict(self.state))
+            atomic_write_json(tmp / "trainer_state.json", dataclasses.asdict(self.state))
             ckpt.replace_dir(tmp, final)
         acc.wait_for_everyone()
         return final
