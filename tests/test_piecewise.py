@@ -90,14 +90,17 @@ def test_breakpoints_asymmetric_and_one_sided():
     p_l, p_u = piecewise_breakpoints(-2.0, 8.0)
     assert float(p_l) == pytest.approx(-0.846169, abs=1e-5)
     assert float(p_u) == pytest.approx(2.014783, abs=1e-5)
-    # one-sided ranges (no zero inside): a single region, breakpoints = bounds
-    for r_l, r_u in [(0.5, 3.0), (0.0, 6.0), (-7.0, -1.0), (-7.0, 0.0)]:
+    # one-sided ranges: eq. 6 on the width, measured from the bound nearer zero
+    # width 2.5: ln(2.7614) = 1.015738; 6: ln(5.7763) = 1.753768; 7: ln(6.6377) = 1.892758
+    expected = {(0.5, 3.0): (0.5, 1.515738), (0.0, 6.0): (0.0, 1.753768), (-7.0, -1.0): (-2.753768, -1.0),
+                (-7.0, 0.0): (-1.892758, 0.0)}
+    for (r_l, r_u), (e_l, e_u) in expected.items():
         p_l, p_u = piecewise_breakpoints(r_l, r_u)
-        assert (float(p_l), float(p_u)) == (r_l, r_u)
-    # per channel: mixed
+        assert (float(p_l), float(p_u)) == (pytest.approx(e_l, abs=1e-5), pytest.approx(e_u, abs=1e-5))
+    # per channel: mixed (width 1: ln(1.4693) = 0.384785)
     p_l, p_u = piecewise_breakpoints(torch.tensor([-4.0, 1.0]), torch.tensor([4.0, 2.0]))
     assert p_l.tolist() == pytest.approx([-1.399581, 1.0], abs=1e-5)
-    assert p_u.tolist() == pytest.approx([1.399581, 2.0], abs=1e-5)
+    assert p_u.tolist() == pytest.approx([1.399581, 1.384785], abs=1e-5)
     with pytest.raises(ValueError, match="r_l < r_u"):
         piecewise_breakpoints(1.0, 1.0)
 
@@ -139,13 +142,44 @@ def test_piecewise_4bit_asymmetric_hand_computed():
     assert float(quantize_piecewise(torch.tensor([-0.5]), -2.0, 8.0, 4, p_l=0.0)) == pytest.approx(-2 / 3, abs=1e-6)
 
 
-def test_piecewise_one_sided_range_is_uniform():
-    x = torch.linspace(-1.0, 4.0, 2001)
-    for r_l, r_u in [(0.5, 3.0), (0.0, 3.0), (-3.0, -0.25)]:
-        for bits in (3, 6):
-            out = quantize_piecewise(x, r_l, r_u, bits)
-            assert torch.equal(out, quantize_uniform(x, r_l, r_u, bits, symmetric=False))
-            assert torch.unique(out).numel() <= 2**bits
+def test_piecewise_one_sided_hand_computed():
+    # b = 3 on [0, 6]: two pieces of k = b - 1 = 2 bits (4 levels, 3 steps) along the distance from 0
+    # P = 1.753768; centre step P / 3 = 0.584589; tail step (6 - P) / 3 = 1.415411
+    x = torch.tensor([0.3, 1.0, 2.5, 5.0, 7.0, -1.0])
+    # 0.3 / 0.584589 = 0.513 -> 1;  1.0 / 0.584589 = 1.711 -> 2 -> 1.169179
+    # (2.5 - P) / 1.415411 = 0.527 -> 1 -> 3.169179;  (5 - P) / 1.415411 = 2.293 -> 2 -> 4.584590
+    # 7 -> clipped to 6;  -1 -> clipped to 0
+    expected = [0.584589, 1.169179, 3.169179, 4.584590, 6.0, 0.0]
+    assert quantize_piecewise(x, 0.0, 6.0, 3).tolist() == pytest.approx(expected, abs=1e-5)
+    # mirrored on [-3, -0.25]: anchor -0.25, width 2.75, P = ln(2.97675) = 1.090836
+    # centre step 0.363612, tail step (2.75 - P) / 3 = 0.553055
+    # -0.5: 0.25 / 0.363612 = 0.688 -> 1 -> -0.613612;  -2: (1.75 - P) / 0.553055 = 1.192 -> 1 -> -1.893891
+    out = quantize_piecewise(torch.tensor([-0.5, -2.0, 0.0]), -3.0, -0.25, 3)
+    assert out.tolist() == pytest.approx([-0.613612, -1.893891, -0.25], abs=1e-5)
+    # 2 pieces x 2^(b-1) levels = 2^b codes, the breakpoint shared: 2^b - 1 distinct values, ends reached
+    dense = torch.linspace(-1.0, 7.0, 20001)
+    for bits in (3, 6, 8):
+        out = quantize_piecewise(dense, 0.0, 6.0, bits)
+        # (the top centre level s * (2^k - 1) may differ from P by one float32 ulp: count to 1e-5)
+        assert torch.unique(torch.round(out.double() * 1e5)).numel() == 2**bits - 1
+        assert (float(out.min()), float(out.max())) == (0.0, 6.0)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("r_l, r_u", [(0.0, 1.0), (0.5, 3.0), (-5.0, -0.5)])
+def test_one_sided_roundoff_at_most_half_step(bits, r_l, r_u):
+    g = torch.Generator().manual_seed(bits)
+    x = torch.empty(40_000).uniform_(r_l, r_u, generator=g)
+    anchor = r_l if r_l >= 0 else r_u
+    width = r_u - r_l
+    big_p = min(width, math.log(0.8614 * width + 0.6079))
+    dist = (x - anchor).abs()
+    levels = 2 ** (bits - 1) - 1
+    centre = dist <= big_p
+    step = torch.where(centre, torch.tensor(big_p / levels), torch.tensor((width - big_p) / levels))
+    err = (quantize_piecewise(x, r_l, r_u, bits) - x).abs()
+    assert centre.any() and (~centre).any()
+    assert bool((err <= step / 2 * (1 + 1e-4) + 1e-6).all()), float((err - step / 2).max())
 
 
 def test_piecewise_per_channel_matches_per_tensor():
@@ -245,6 +279,18 @@ def test_piecewise_beats_uniform_mse_same_bits_same_range():
     assert not failures, "piecewise not better than uniform:\n" + "\n".join(failures) + "\nall:\n" + "\n".join(report)
     # and by a clear margin (measured: ~0.06 on the outlier sample, ~0.43 on the Laplacian)
     assert all(float(line.split("pw/asym ")[1].split(",")[0]) < 0.6 for line in report), "\n".join(report)
+
+
+def test_piecewise_beats_uniform_on_attention_probabilities():
+    """One-sided data (softmax outputs in [0, 1], most near 0): piecewise with the RMS as eq. 6's scale."""
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(2000, 128, generator=g) * 1.5, dim=-1).flatten()
+    rms = float(probs.pow(2).mean().sqrt())
+    for bits in (6, 8):
+        mse_pw = _mse(quantize_piecewise(probs, 0.0, 1.0, bits, std=rms), probs)
+        mse_u = _mse(quantize_uniform(probs, 0.0, 1.0, bits, symmetric=False), probs)
+        # measured: ratio 0.066 (8-bit) and 0.10 (6-bit)
+        assert mse_pw < 0.2 * mse_u, (bits, mse_pw, mse_u)
 
 
 # --- STE and dtypes ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForMaskedLM, EsmConfig, EsmForMaskedLM
 
 import bitesm
+from bitesm.data.collator import encode_protein
 from bitesm.models import BitEsmConfig, BitEsmForMaskedLM, bitesm_config_from_esm, load_esm_config
 from bitesm.ptq.convert import build_quantized_model, calibrate, load_fp_model, ptq_settings, quantize_model
 from bitesm.ptq.sites import SITES, activation_quantizers
@@ -118,6 +119,29 @@ def test_calibrated_ranges_cover_the_calibration_activations_and_padding_is_mask
     with torch.no_grad():
         diff = (quantized(_ids(tokenizer, SEQS[0])).logits - fp(_ids(tokenizer, SEQS[0])).logits).abs()
     assert 0 < diff.max() < 0.5
+
+
+def test_calibration_stores_the_breakpoint_scale_std_or_rms(tokenizer):
+    """eq. 6's scale: the std of the activations for ranges around 0, their RMS for probabilities (one-sided)."""
+    fp = tiny_model()
+    quantized = quantize_model(fp, tokenizer, SEQS[:2], weight_bits=None, act_bits=8, method="piecewise",
+                               sites=["softmax_output", "layernorm_output"], layers=[0], batch_size=2)
+    seen = {}
+    quantizers = activation_quantizers(quantized)
+    for name, q in quantizers.items():
+        q.observer = type("Capture", (), {"update": lambda self, x, name=name: seen.setdefault(name, []).append(x)})()
+    with torch.no_grad():
+        # the batch calibrate() ran: both proteins, right-padded
+        rows = [encode_protein(tokenizer, s) for s in SEQS[:2]]
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+        quantized(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long())
+    for name, q in quantizers.items():
+        q.observer = None
+        x = torch.cat([t.flatten().double() for t in seen[name]])
+        expected = x.pow(2).mean().sqrt() if float(q.r_l) >= 0 else x.std(unbiased=False)
+        assert float(q.std) == pytest.approx(float(expected), rel=1e-4), name
+    assert {q.site for q in quantizers.values()} == {"softmax_output", "layernorm_output"}
 
 
 def test_quantized_model_round_trips_through_save_pretrained(tmp_path, tokenizer):

@@ -146,7 +146,8 @@ def calibrate(
         ranges = {}
         for name, q in quantizers.items():
             r_l, r_u = q.observer.compute_range()
-            q.set_range(r_l, r_u, q.observer.std())
+            q.set_range(r_l, r_u)  # widened to contain 0
+            q.set_range(q.r_l, q.r_u, q.observer.breakpoint_scale(float(q.r_l), float(q.r_u)))
             ranges[name] = (float(q.r_l), float(q.r_u))
     finally:
         for q in quantizers.values():
@@ -155,7 +156,7 @@ def calibrate(
 
 
 class _CalibrationObserver:
-    """A range observer plus the running standard deviation of everything it saw (for the piecewise breakpoints)."""
+    """A range observer plus the running moments of everything it saw (the scale of the piecewise breakpoints)."""
 
     def __init__(self, observer):
         self.observer = observer
@@ -169,9 +170,18 @@ class _CalibrationObserver:
     def compute_range(self):
         return self.observer.compute_range()
 
-    def std(self) -> float:
+    def breakpoint_scale(self, r_l: float, r_u: float) -> float:
+        """The ``std`` normalising eq. 6 (:mod:`bitesm.quant.piecewise`): the standard deviation of the data when
+        r_l < 0 < r_u, else the RMS distance from the bound nearer zero (the folded distribution's sigma)."""
         n, total, squares = self.moments.tolist()
-        return max(squares / n - (total / n) ** 2, 0.0) ** 0.5 if n else float("nan")
+        if not n:
+            return float("nan")
+        mean = total / n
+        variance = max(squares / n - mean * mean, 0.0)
+        if r_l < 0 < r_u:
+            return variance**0.5
+        anchor = r_l if r_l >= 0 else r_u
+        return (variance + (mean - anchor) ** 2) ** 0.5
 
 
 def quantize_model(

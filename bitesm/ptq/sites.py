@@ -39,8 +39,9 @@ class ActivationQuantizer(nn.Module):
     ``uniform`` is asymmetric unsigned b-bit quantization of [r_l, r_u] (eq. 1-4); ``piecewise`` is b-bit
     piecewise-linear quantization with breakpoints from eq. 6 (:func:`bitesm.quant.piecewise.fake_quantize_piecewise`).
 
-    Buffers ``r_l`` and ``r_u`` (0-d float32) hold the calibrated clipping range and ``std`` the standard deviation of
-    the calibration activations (scale of the piecewise breakpoints); they are NaN until calibrated.
+    Buffers ``r_l`` and ``r_u`` (0-d float32) hold the calibrated clipping range and ``std`` the scale of the piecewise
+    breakpoints (the standard deviation of the calibration activations, or their RMS for ranges on one side of 0);
+    they are NaN until calibrated.
     While ``observer`` is set (during calibration) the quantizer only feeds its input to the observer and returns it
     unchanged.
 
@@ -75,7 +76,8 @@ class ActivationQuantizer(nn.Module):
         """Store the clipping range [r_l, r_u] (widened to contain 0) and the calibration data's standard deviation.
 
         ``std`` scales the piecewise breakpoints: eq. 6, ``p = ln(m r + n)``, is PWLQ's fit for unit-variance data
-        (Fang et al., 2020), so bitesm applies it to the range in units of ``std``: ``p = std * ln(m r / std + n)``.
+        (Fang et al., 2020), so bitesm applies it to the range in units of ``std``: ``p = std * ln(m r / std + n)``;
+        for a range on one side of zero (attention probabilities) ``std`` is the RMS distance from the bound at 0.
         """
         self.r_l.fill_(min(float(r_l), 0.0))
         self.r_u.fill_(max(float(r_u), 0.0))

@@ -39,11 +39,20 @@ Negative side: PWLQ's eq. is for a symmetric range [-r, r]. For PTQ4Protein's as
 own bounds: the negative side is the positive construction applied to ``-x`` with ``|r_l|`` and ``p_l = -p(|r_l|)``
 (:func:`piecewise_breakpoints`), so both sides have 2^k levels per piece but their own steps. ``x = 0`` is exact.
 
-Ranges that do not straddle zero (r_l >= 0 or r_u <= 0, e.g. post-ReLU/softmax activations or an offset channel):
-there is no sign to code and eq. 6 (derived for a zero-centred bell shape) has no zero to anchor on, so we fall back
-to the b-bit asymmetric uniform quantizer on [r_l, r_u] (offset r_l, all 2^b codes, no region flag);
-:func:`piecewise_breakpoints` returns ``p_l = r_l, p_u = r_u`` there (one region, no tails). This is
-identical to the uniform baseline on such ranges; the cost is a discontinuity as r_l crosses 0.
+Ranges on one side of zero (r_l >= 0 or r_u <= 0, e.g. attention probabilities in [0, 1] or an offset channel):
+there is no sign to code, so the anchor ``a`` is the bound nearer zero (``r_l`` if r_l >= 0, else ``r_u``) and the
+same two-region construction is applied to the distance from it, with (b-1)-bit pieces (region flag + b-1 bits = b
+bits, 2^b codes)::
+
+    R = r_u - r_l,  P = p(R)  (eq. 6 on the range width),  d = |x_c - a|,  k = b - 1
+    x_hat = a + dir * uni(d; k, [0, P], offset 0)   if d <= P     (dense region next to the anchor)
+            a + dir * uni(d; k, [P, R], offset P)   if d >  P     (sparse tail)
+
+with ``dir = +1`` for r_l >= 0 and ``-1`` for r_u <= 0. This is PWLQ's magnitude quantizer of a folded bell
+shape: the one-sided data are read as ``|y|`` of a zero-centred ``y``, so the ``std`` that normalises eq. 6 is the
+root-mean-square distance from the anchor, ``sqrt(E[(x - a)^2])`` (for attention probabilities, their RMS), not the
+standard deviation about the mean. :func:`piecewise_breakpoints` returns ``(r_l, r_l + P)`` or ``(r_u - P, r_u)``
+there, so the dense region is always ``[p_l, p_u]``.
 
 All arithmetic runs in float32 through :func:`~bitesm.quant.primitives.quantize_affine` /
 :func:`~bitesm.quant.primitives.dequantize_affine` (the one rounding/clamping implementation of the package);
@@ -158,16 +167,17 @@ def piecewise_breakpoints(
     n: float = PWLQ_N,
     std: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Breakpoints ``(p_l, p_u)`` of an asymmetric clipping range [r_l, r_u] (PTQ4Protein eq. 6 per side).
+    """Breakpoints ``(p_l, p_u)`` of a clipping range [r_l, r_u] (PTQ4Protein eq. 6; the dense region is [p_l, p_u]).
 
     * r_l < 0 < r_u: ``p_u = p(r_u)``, ``p_l = -p(|r_l|)`` with ``p`` from :func:`piecewise_breakpoint`, so the
-      dense region [p_l, p_u] straddles zero and each side's breakpoint follows its own bound.
-    * r_l >= 0 or r_u <= 0 (range on one side of zero): ``p_l = r_l``, ``p_u = r_u`` -- a single region, no tails;
-      :func:`quantize_piecewise` then uses the b-bit uniform quantizer (see the module docstring).
+      dense region straddles zero and each side's breakpoint follows its own bound.
+    * r_l >= 0: ``(r_l, r_l + p(r_u - r_l))``; r_u <= 0: ``(r_u - p(r_u - r_l), r_u)`` -- one dense region next to
+      the bound nearer zero, one tail (module docstring, one-sided ranges).
 
     Args:
         r_l, r_u: lower/upper bounds, floats or broadcastable tensors, ``r_l < r_u``.
-        m, n, std: see :func:`piecewise_breakpoint`.
+        m, n, std: see :func:`piecewise_breakpoint` (for one-sided ranges ``std`` is the RMS distance from the
+            anchor bound).
 
     Returns:
         ``(p_l, p_u)``: float32 tensors of the broadcast shape, ``r_l <= p_l <= p_u <= r_u``.
@@ -181,7 +191,11 @@ def piecewise_breakpoints(
     straddle = _straddles_zero(rl, ru)
     p_u = piecewise_breakpoint(ru.clamp(min=0.0), m, n, std)
     p_l = -piecewise_breakpoint((-rl).clamp(min=0.0), m, n, std)
-    return torch.where(straddle, p_l, rl), torch.where(straddle, p_u, ru)
+    width = piecewise_breakpoint(ru - rl, m, n, std)
+    above = rl >= 0  # one-sided, anchored at r_l; otherwise (r_u <= 0) anchored at r_u
+    one_l = torch.where(above, rl, ru - width)
+    one_u = torch.where(above, rl + width, ru)
+    return torch.where(straddle, p_l, one_l), torch.where(straddle, p_u, one_u)
 
 
 def _uniform_asymmetric(xc: torch.Tensor, rl: torch.Tensor, ru: torch.Tensor, bits: int) -> torch.Tensor:
@@ -205,8 +219,8 @@ def quantize_piecewise(
 
     ``x`` is clipped to [r_l, r_u]; values in the dense centre region [p_l, p_u] and in the sparse tails
     [r_l, p_l) U (p_u, r_u] are quantized sign-magnitude with (b-2)-bit magnitudes per piece (a (b-1)-bit code per
-    region + 1 region-flag bit = b bits); see the module docstring for the formula, the handling of the negative
-    side and of ranges that do not straddle zero (b-bit uniform fallback). No straight-through estimator: use
+    region + 1 region-flag bit = b bits); ranges on one side of zero use two (b-1)-bit pieces along the distance
+    from the bound nearer zero. See the module docstring for the formulas and the negative side. No straight-through estimator: use
     :func:`fake_quantize_piecewise` for gradients.
 
     Args:
@@ -215,12 +229,13 @@ def quantize_piecewise(
         bits: total bits per value b, an int in [3, 24] (b = 3: 2 levels per piece).
         p_l, p_u: breakpoints, broadcastable to ``x``; ``None`` computes them with :func:`piecewise_breakpoints`
             (eq. 6) from ``r_l``, ``r_u``, ``m``, ``n``, ``std``. Given ones must satisfy
-            ``r_l <= p_l <= 0 <= p_u <= r_u`` where the range straddles zero (they are unused elsewhere).
+            ``r_l <= p_l <= 0 <= p_u <= r_u`` where the range straddles zero and ``r_l <= p_l <= p_u <= r_u``
+            elsewhere (there only ``p_u`` is used when r_l >= 0, ``p_l`` when r_u <= 0).
         m, n, std: breakpoint constants / normalisation, see :func:`piecewise_breakpoint`.
 
     Returns:
         tensor of ``x.shape`` (broadcast with the bounds) and ``x.dtype``; at most 2^b distinct values per
-        range (2^b - 3 where the range straddles zero: 0 and +-p are shared between pieces).
+        range (2^b - 3 where the range straddles zero: 0 and +-p are shared between pieces; 2^b - 1 on one side).
 
     Raises:
         ValueError: if ``bits`` is out of range, any ``r_l >= r_u``, bounds are not finite, or breakpoints are
@@ -261,8 +276,21 @@ def quantize_piecewise(
         tail = dequantize_affine(quantize_affine(mag, s_t, o_t, qmin, qmax), s_t, o_t)
         out = torch.sign(xc) * torch.where(mag > big_p, tail, centre)
     if not all_straddle:
-        uniform = _uniform_asymmetric(xc, rl, ru, bits)
-        out = uniform if out is None else torch.where(straddle, out, uniform)
+        # one side of zero: two pieces of (b-1) bits along the distance from the anchor bound
+        above = rl >= 0
+        anchor = torch.where(above, rl, ru)
+        width = ru - rl
+        big_p = torch.where(above, pu - rl, ru - pl).clamp(min=0.0)
+        dist = (xc - anchor).abs()
+        k = bits - 1
+        qmin, qmax = unsigned_range(k)
+        zero = torch.zeros((), dtype=torch.float32)
+        s_c, o_c = asymmetric_scale_offset(zero, big_p, k)
+        centre = dequantize_affine(quantize_affine(dist, s_c, o_c, qmin, qmax), s_c, o_c)
+        s_t, o_t = asymmetric_scale_offset(big_p, torch.maximum(width, big_p), k)
+        tail = dequantize_affine(quantize_affine(dist, s_t, o_t, qmin, qmax), s_t, o_t)
+        one_sided = anchor + torch.where(above, 1.0, -1.0) * torch.where(dist > big_p, tail, centre)
+        out = one_sided if out is None else torch.where(straddle, out, one_sided)
     return out.to(x.dtype)
 
 
