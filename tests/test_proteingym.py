@@ -130,7 +130,7 @@ class FakeMLM(torch.nn.Module):
     def __init__(self, max_position_embeddings=1026):
         super().__init__()
         self.bias = torch.nn.Parameter(0.1 * torch.arange(33, dtype=torch.float32))
-        self.config = SimpleNamespace(max_position_embeddings=max_position_embeddings)
+        self.config = SimpleNamespace(max_position_embeddings=max_position_embeddings, pad_token_id=1)
         self.shapes = []
 
     def forward(self, input_ids, attention_mask=None):

@@ -1,9 +1,12 @@
 """Evaluation of ESM-2-style masked language models.
 
 ProteinGym zero-shot substitution benchmark (masked-marginals scoring, ProteinGym's ESM-2
-strategy and long-sequence window policy) and mutant-string utilities.
+strategy and long-sequence window policy; whole sequences for long models), mutant-string
+utilities, and per-residue / protein embeddings of proteins of any length.
 """
 
+from .context import attention_window
+from .embeddings import ProteinEmbedding, embed_protein, embedding_windows
 from .mutants import (
     ALLOWED_MUTANT_RESIDUES,
     MutantMismatchError,
@@ -24,9 +27,14 @@ from .proteingym import (
     load_published,
     load_reference,
     masked_marginals_scores,
+    scoring_window,
 )
 
 __all__ = [
+    "ProteinEmbedding",
+    "attention_window",
+    "embed_protein",
+    "embedding_windows",
     "ALLOWED_MUTANT_RESIDUES",
     "MutantMismatchError",
     "parse_mutant",
@@ -44,4 +52,5 @@ __all__ = [
     "load_published",
     "load_reference",
     "masked_marginals_scores",
+    "scoring_window",
 ]

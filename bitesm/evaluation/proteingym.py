@@ -31,6 +31,18 @@ Here ``W = max_residues + 2``; by default ``max_residues = config.max_position_e
 because ESM configs count the padding offset of the learned position embeddings
 (``padding_idx + 1 = 2``) in ``max_position_embeddings``: ESM-2's ``max_position_embeddings = 1026``
 gives ``W = 1024`` tokens = 1,022 residues, ProteinGym's value.
+
+Which window (the rule, :func:`scoring_window`):
+
+* a **long model** (``model.config.attention_window`` set: Long ESM-2's sliding-window attention, de Oliveira
+  et al. 2024, arXiv 2501.07747) scores every position on the **full sequence**, ``T`` tokens in one pass
+  whatever the length: its attention is linear in the length and its rotary positions have no limit, so
+  nothing is cropped (``"scoring_window": "full"`` in the results);
+* any other model uses ProteinGym's optimal window above with ``W = max_residues + 2``
+  (``"scoring_window": "optimal"``, ``"model_window": W``); proteins with ``T <= W`` are not cropped.
+
+An explicit ``max_residues`` applies ProteinGym's window with that ``W`` to either kind of model (e.g. to score
+a long model as if it had ESM-2's context).
 """
 
 from __future__ import annotations
@@ -54,6 +66,7 @@ from tqdm.auto import tqdm
 from ..data.collator import encode_protein
 from ..data.tokenizer import load_tokenizer
 from ..io import atomic_write_json
+from .context import attention_window, default_max_residues
 from .mutants import MutantMismatchError, parse_mutant, validate_mutants
 
 __all__ = [
@@ -61,6 +74,7 @@ __all__ = [
     "PUBLISHED_MODELS",
     "get_optimal_window",
     "default_max_residues",
+    "scoring_window",
     "encode_sequence",
     "masked_marginals_scores",
     "load_assay",
@@ -126,23 +140,31 @@ def get_optimal_window(
         )
 
 
-def default_max_residues(model: Any) -> int | None:
-    """Residues per forward pass for ``model``: ``config.max_position_embeddings - 4``.
+def scoring_window(model: Any, max_residues: int | None = None) -> tuple[str, int | None]:
+    """The window policy for ``model`` (module docstring: "Which window").
 
-    ESM configs count two padding-offset slots in ``max_position_embeddings`` (HF
-    ``create_position_ids_from_input_ids`` starts positions at ``padding_idx + 1 = 2``; fair-esm's
-    ``LearnedPositionalEmbedding`` has ``max_positions + padding_idx + 1`` rows), so the token
-    context is ``max_position_embeddings - 2`` (1,024 for ESM-2, ProteinGym's ``model_window``) and
-    two of those tokens are ``<cls>``/``<eos>``: 1,022 residues for ESM-2 (1026 - 4).
+    Args:
+        model: the scoring model (its ``config.attention_window`` and ``config.max_position_embeddings`` are read).
+        max_residues: explicit residues per pass; ``None`` = the model's own rule.
 
     Returns:
-        The residue count, or ``None`` (no windowing) when the config has no
-        ``max_position_embeddings``.
+        ``("full", None)``: every masked copy is the whole ``<cls> seq <eos>`` (a long model with no explicit
+        ``max_residues``, or a model whose config gives no maximum); ``("optimal", W)``: ProteinGym's
+        :func:`get_optimal_window` with ``W = max_residues + 2`` tokens (``max_residues`` defaults to
+        :func:`default_max_residues`: ``W = 1024`` for ESM-2).
+
+    Raises:
+        ValueError: ``max_residues < 1``.
     """
-    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if n is None:
-        return None
-    return int(n) - 4
+    if max_residues is None:
+        if attention_window(model) is not None:
+            return "full", None
+        max_residues = default_max_residues(model)
+        if max_residues is None:
+            return "full", None
+    if int(max_residues) < 1:
+        raise ValueError(f"max_residues must be >= 1, got {max_residues}")
+    return "optimal", int(max_residues) + 2
 
 
 def encode_sequence(tokenizer: Any, sequence: str) -> torch.Tensor:
@@ -213,11 +235,7 @@ def _score_mutants(
     ids = encode_sequence(tokenizer, seq)
     n_tokens = ids.numel()
 
-    if max_residues is None:
-        max_residues = default_max_residues(model)
-    window = None if max_residues is None else int(max_residues) + 2
-    if window is not None and window < 3:
-        raise ValueError(f"max_residues must be >= 1, got {max_residues}")
+    policy, window = scoring_window(model, max_residues)
 
     # Flatten substitutions: (mutant index, 0-based position, wt token, mt token).
     mut_idx, pos0, wt_tok, mt_tok = [], [], [], []
@@ -284,6 +302,9 @@ def _score_mutants(
         delta = lp64[r, np.array(mt_tok)] - lp64[r, np.array(wt_tok)]
         np.add.at(scores, np.array(mut_idx, dtype=np.int64), delta)
     info = {
+        "scoring_window": policy,
+        "model_window": window,
+        "max_forward_tokens": max((length for length, _ in batches), default=0),
         "n_positions": len(positions),
         "n_windowed_positions": n_windowed,
         "n_forward_batches": len(batches),
@@ -305,9 +326,10 @@ def masked_marginals_scores(
     """ESM masked-marginal scores of substitution mutants (ProteinGym's ESM-2 strategy).
 
     For every *unique* mutated position ``p`` the wild-type sequence ``<cls> seq <eos>`` is copied
-    with token ``p`` (1-based; ``<cls>`` is token 0) replaced by ``<mask>``, cropped with ProteinGym's
-    optimal window if it is longer than the model window (see the module docstring and
-    :func:`get_optimal_window`), and run through the model; the log-softmax (float32) of the logits
+    with token ``p`` (1-based; ``<cls>`` is token 0) replaced by ``<mask>``, kept whole for a long model
+    (``config.attention_window`` set) or else cropped with ProteinGym's optimal window if it is longer than the
+    model window (:func:`scoring_window`, the module docstring and :func:`get_optimal_window`), and run
+    through the model; the log-softmax (float32) of the logits
     at the masked token gives ``log p(. | x_{-p})``. Then::
 
         score(mutant) = sum over (wt, p, mt) in mutant of  log p(mt | x_{-p}) - log p(wt | x_{-p})
@@ -326,8 +348,10 @@ def masked_marginals_scores(
             ``target_seq``.
         batch_size: masked sequences per forward pass.
         max_residues: residues that fit in one forward pass with ``<cls>``/``<eos>`` (model window
-            ``W = max_residues + 2`` tokens). Default :func:`default_max_residues`:
-            ``config.max_position_embeddings - 4`` = 1,022 for ESM-2, ProteinGym's ``W = 1024``.
+            ``W = max_residues + 2`` tokens). Default: none for a long model (full sequence, any length);
+            else :func:`default_max_residues`: ``config.max_position_embeddings - 4`` = 1,022 for ESM-2,
+            ProteinGym's ``W = 1024``. Given explicitly, ProteinGym's window with this ``W`` applies to
+            either kind of model.
         device: where to run; default the model's device.
         progress: show a tqdm bar over forward batches.
         assay_id: name used in error messages.
@@ -507,8 +531,12 @@ def evaluate_assay(
             ``max_residues``, ``device``, ``progress``).
 
     Returns:
-        ``{"DMS_id": str, "n_mutants": int, "seq_len": int (residues), "n_positions": int (unique
-        mutated positions = forward sequences), "n_windowed_positions": int, "spearman": float
+        ``{"DMS_id": str, "n_mutants": int, "seq_len": int (residues), "scoring_window": "full" (whole
+        sequence in every pass: a long model) or "optimal" (ProteinGym's window policy),
+        "model_window": int tokens ``W`` of the optimal policy or None for "full",
+        "max_forward_tokens": int (longest token sequence given to the model: ``seq_len + 2`` for "full",
+        ``<= W`` for "optimal"), "n_positions": int (unique mutated positions = forward sequences),
+        "n_windowed_positions": int (positions whose sequence was cropped), "spearman": float
         (``scipy.stats.spearmanr(scores, DMS_score)``; NaN if undefined), "seconds": float (wall
         time incl. file reading), "positions_per_second": float}``.
 
@@ -532,6 +560,9 @@ def evaluate_assay(
         "DMS_id": assay_id,
         "n_mutants": int(len(df)),
         "seq_len": len(str(target_seq).strip()),
+        "scoring_window": info["scoring_window"],
+        "model_window": info["model_window"],
+        "max_forward_tokens": info["max_forward_tokens"],
         "n_positions": info["n_positions"],
         "n_windowed_positions": info["n_windowed_positions"],
         "spearman": rho,
@@ -582,7 +613,8 @@ def evaluate_proteingym(
         model_name: ``"model"`` field; default ``model.name_or_path`` or the class name.
 
     Returns:
-        ``{"model": str, "strategy": "masked-marginals", "n_assays": int, "mean_spearman": float,
+        ``{"model": str, "strategy": "masked-marginals", "attention_window": int | None (the model's
+        sliding-window band, None for global attention), "n_assays": int, "mean_spearman": float,
         "mean_published_spearman_ESM2_8M": float | None, "mean_published_spearman_ESM2_35M": ...,
         "seconds": float, "assays": [per-assay dicts of :func:`evaluate_assay`, plus
         "published_spearman_ESM2_8M"/"published_spearman_ESM2_35M" (float or None) when a
@@ -645,6 +677,7 @@ def evaluate_proteingym(
     out: dict[str, Any] = {
         "model": model_name or _model_name(model),
         "strategy": "masked-marginals",
+        "attention_window": attention_window(model),
         "n_assays": len(results),
         "mean_spearman": float(np.mean([r["spearman"] for r in results])),
     }
@@ -692,7 +725,8 @@ def cli_main(args: argparse.Namespace) -> int:
 
     Loads ``AutoModelForMaskedLM.from_pretrained(args.model)`` (bitesm is imported first so bitesm
     checkpoints resolve) and its tokenizer (falling back to the ESM-2 tokenizer files when the
-    folder has none), runs :func:`evaluate_proteingym`, prints a table.
+    folder has none), runs :func:`evaluate_proteingym`, prints a table (column ``window``: ``full`` for a long
+    model scored on whole sequences, else ProteinGym's window ``W`` in tokens).
 
     Returns:
         0 on success; 2 on an input error (message on stderr naming the input and the fix).
@@ -731,7 +765,7 @@ def cli_main(args: argparse.Namespace) -> int:
         return fail(str(err))
 
     has_pub = "mean_published_spearman_ESM2_8M" in result
-    head = f"{'DMS_id':<34} {'n_mut':>6} {'len':>5} {'spearman':>9}"
+    head = f"{'DMS_id':<34} {'n_mut':>6} {'len':>5} {'window':>7} {'spearman':>9}"
     if has_pub:
         head += f" {'ESM2-8M':>8} {'ESM2-35M':>8}"
     print(head + f" {'sec':>7}")
@@ -740,11 +774,12 @@ def cli_main(args: argparse.Namespace) -> int:
         return f"{x:8.3f}" if isinstance(x, float) and not math.isnan(x) else f"{'-':>8}"
 
     for r in result["assays"]:
-        line = f"{r['DMS_id']:<34} {r['n_mutants']:>6} {r['seq_len']:>5} {fmt(r['spearman']):>9}"
+        window = "full" if r["scoring_window"] == "full" else str(r["model_window"])
+        line = f"{r['DMS_id']:<34} {r['n_mutants']:>6} {r['seq_len']:>5} {window:>7} {fmt(r['spearman']):>9}"
         if has_pub:
             line += f" {fmt(r.get('published_spearman_ESM2_8M'))} {fmt(r.get('published_spearman_ESM2_35M'))}"
         print(line + f" {r['seconds']:7.1f}")
-    line = f"{'mean (' + str(result['n_assays']) + ' assays)':<34} {'':>6} {'':>5} {fmt(result['mean_spearman']):>9}"
+    line = f"{'mean (' + str(result['n_assays']) + ' assays)':<34} {'':>6} {'':>5} {'':>7} {fmt(result['mean_spearman']):>9}"
     if has_pub:
         line += f" {fmt(result['mean_published_spearman_ESM2_8M'])} {fmt(result['mean_published_spearman_ESM2_35M'])}"
     print(line + f" {result['seconds']:7.1f}")

@@ -30,6 +30,10 @@ class BitEsmConfig(EsmConfig):
             ``sites`` (subset of ``layernorm_input``, ``layernorm_output``, ``softmax_input``, ``softmax_output``,
             ``ffn_input``), ``layers`` (encoder layer indices or ``None`` for all) and ``weight_granularity``
             (``"per_channel"`` or ``"per_tensor"``). The calibrated activation ranges are buffers of the model.
+        attention_window: local sliding-window attention (Long ESM-2, arXiv 2501.07747): the band's total width in
+            tokens, half on each side as in Longformer (1,024 in the paper), or ``None`` for ESM-2's global attention.
+            See :mod:`bitesm.nn.sliding_window_attention` for the exact band (it is global for proteins of at most
+            ``window + 1`` tokens).
         modules_to_not_convert: module names kept as ``nn.Linear``; ``None`` means the LM head, contact head and
             pooler (:data:`bitesm.nn.bitlinear.DEFAULT_MODULES_TO_NOT_CONVERT`); ``[]`` converts every Linear.
 
@@ -46,6 +50,7 @@ class BitEsmConfig(EsmConfig):
     weight_eps: float = 1e-5
     modules_to_not_convert: list[str] | None = None
     ptq: dict | None = None
+    attention_window: int | None = None
 
     def validate_quantization(self):
         if self.quantization is not None and self.quantization not in QUANTIZATION_SCHEMES:
@@ -57,6 +62,18 @@ class BitEsmConfig(EsmConfig):
             raise ValueError(f"activation_bits={self.activation_bits} is out of range; use an int in [2, 16] or None")
         if self.ptq is not None:
             _validate_ptq(self.ptq)
+        if self.attention_window is not None and (
+            not isinstance(self.attention_window, int) or self.attention_window < 2
+        ):
+            raise ValueError(
+                f"attention_window={self.attention_window!r} is out of range; use an int >= 2 (e.g. 1024) or None "
+                "for global attention"
+            )
+        if self.attention_window is not None and {"softmax_input", "softmax_output"} & set((self.ptq or {}).get("sites") or ()):
+            raise ValueError(
+                "ptq softmax sites need the explicit (global) attention scores; quantize a model with "
+                "attention_window=None, or drop softmax_input/softmax_output from ptq.sites"
+            )
         if not (0.0 < self.weight_eps < 1.0):
             raise ValueError(f"weight_eps={self.weight_eps} is out of range; use a small positive float such as 1e-5")
 
