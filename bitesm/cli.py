@@ -1,8 +1,9 @@
-"""The ``bitesm`` command: ``bitesm train``, ``bitesm eval proteingym``, ``bitesm ptq`` and ``bitesm ptq analyze``.
+"""The ``bitesm`` command: ``bitesm train``, ``bitesm lora``, ``bitesm lora merge``, ``bitesm eval proteingym``,
+``bitesm ptq``, ``bitesm ptq analyze`` and ``bitesm convert long``.
 
 Each subcommand's arguments and behaviour live next to the library code they drive (``add_cli_arguments`` and
-``cli_main`` in :mod:`bitesm.training.cli`, :mod:`bitesm.evaluation.proteingym` and :mod:`bitesm.ptq.cli`); the scripts in ``train/`` and
-``eval/`` call the same functions.
+``cli_main`` in :mod:`bitesm.training.cli`, :mod:`bitesm.lora.cli`, :mod:`bitesm.evaluation.proteingym`,
+:mod:`bitesm.ptq.cli` and :mod:`bitesm.models.long`); the scripts in ``train/`` and ``eval/`` call the same functions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation import proteingym
+    from .lora import cli as lora_cli
+    from .models import long as long_model
     from .ptq import cli as ptq_cli
     from .training import cli as training_cli
 
@@ -22,6 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="MLM pretraining (ternary or fp ESM-2) from a YAML config")
     training_cli.add_cli_arguments(train)
     train.set_defaults(handler=training_cli.cli_main)
+
+    lora = commands.add_parser(
+        "lora",
+        help="4-bit LoRA (QLoRA): adapters on an NF4, fp or ternary base, MLM or a sequence head, from a YAML config; "
+        "'bitesm lora merge' merges an adapter into an fp base",
+    )
+    lora_cli.add_cli_arguments(lora)
+    lora.set_defaults(handler=lora_cli.cli_main)
 
     evaluate = commands.add_parser("eval", help="evaluate a model")
     suites = evaluate.add_subparsers(dest="suite", required=True, metavar="SUITE")
@@ -33,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ptq_cli.add_cli_arguments(ptq)
     ptq.set_defaults(handler=ptq_cli.cli_main)
+
+    convert = commands.add_parser("convert", help="convert a checkpoint")
+    conversions = convert.add_subparsers(dest="conversion", required=True, metavar="CONVERSION")
+    long = conversions.add_parser(
+        "long", help="Long ESM-2 (arXiv 2501.07747): sliding-window attention and a longer input (2,048 residues)"
+    )
+    long_model.add_cli_arguments(long)
+    long.set_defaults(handler=long_model.cli_main)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Tests for bitesm.models: BitEsmConfig, BitEsmForMaskedLM (fp equivalence, from_esm, remote code, QAT)."""
+"""Tests for bitesm.models: BitEsmConfig, BitEsmForMaskedLM (fp equivalence, from_esm, remote code, QAT),
+BitEsmForSequenceClassification."""
 
 from __future__ import annotations
 
@@ -18,10 +19,24 @@ from huggingface_hub.errors import (
 )
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, EsmConfig, EsmForMaskedLM, EsmModel
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    EsmConfig,
+    EsmForMaskedLM,
+    EsmModel,
+)
 
 import bitesm  # noqa: F401  (registers the Auto classes)
-from bitesm.models import BitEsmConfig, BitEsmForMaskedLM, BitEsmModel, bitesm_config_from_esm
+from bitesm.models import (
+    BitEsmConfig,
+    BitEsmForMaskedLM,
+    BitEsmForSequenceClassification,
+    BitEsmModel,
+    bitesm_config_from_esm,
+)
 from bitesm.nn.bitlinear import BitLinear
 
 from conftest import PER_LAYER
@@ -295,6 +310,7 @@ def test_save_pretrained_writes_code_and_auto_map(saved_ternary):
         "AutoConfig": "configuration_bitesm.BitEsmConfig",
         "AutoModel": "modeling_bitesm.BitEsmModel",
         "AutoModelForMaskedLM": "modeling_bitesm.BitEsmForMaskedLM",
+        "AutoModelForSequenceClassification": "modeling_bitesm.BitEsmForSequenceClassification",
     }
     for name in CODE_FILES:
         source = (path / name).read_text()
@@ -400,3 +416,14 @@ def test_ternary_model_trains(small_esm_kwargs):
         # |w_hat| is 0 or gamma + eps (up to float rounding of the STE sum for clipped weights)
         assert ((w_hat == 0) | ((w_hat - scale).abs() <= 1e-6 * scale)).all()
         assert (w_hat > 0).any() and (w_hat == 0).any()
+
+
+def test_sequence_classification_model_is_ternary_with_a_full_precision_head(small_esm_kwargs):
+    config = BitEsmConfig(**small_esm_kwargs, quantization="ternary", num_labels=3)
+    model = AutoModelForSequenceClassification.from_config(config)
+    assert isinstance(model, BitEsmForSequenceClassification)
+    assert _count_bitlinear(model) == 2 * len(PER_LAYER)  # the encoder's; the head stays nn.Linear
+    assert type(model.classifier.dense) is nn.Linear and type(model.classifier.out_proj) is nn.Linear
+    out = model(input_ids=INPUT_IDS, attention_mask=ATTENTION_MASK, labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, 3) and out.loss.item() > 0
+

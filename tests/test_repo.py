@@ -32,13 +32,16 @@ def test_constraints_pin_torch_and_the_tested_stack():
         line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line
     )
     assert pins["torch"] == "2.13.0"
-    for name in ("transformers", "accelerate", "datasets", "scipy", "tensorboard", "biotite"):
+    for name in ("transformers", "accelerate", "datasets", "scipy", "tensorboard", "biotite", "peft", "bitsandbytes"):
         assert name in pins
 
 
 def test_cli_has_help_for_every_command(capsys):
     parser = build_parser()
-    for argv in (["--help"], ["train", "--help"], ["eval", "proteingym", "--help"]):
+    for argv in (
+        ["--help"], ["train", "--help"], ["lora", "--help"], ["lora", "merge", "--help"], ["eval", "proteingym", "--help"],
+        ["convert", "long", "--help"],
+    ):
         try:
             parser.parse_args(argv)
         except SystemExit as exit_:

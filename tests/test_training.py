@@ -96,9 +96,13 @@ def test_parse_override_reads_yaml_values():
 
 
 def test_shipped_configs_are_valid():
-    for name in ("quickstart", "crammed-ternary-esm2-8m", "crammed-esm2-8m"):
+    for name in ("quickstart", "crammed-ternary-esm2-8m", "crammed-esm2-8m", "long-esm2-t6", "qlora-long-esm2-t6"):
         cfg = load_config(REPO / "configs" / f"{name}.yaml")
         assert cfg.training.max_steps >= 1
+    qlora = load_config(REPO / "configs/qlora-long-esm2-t6.yaml")  # Long ESM-2, 4-bit NF4 base, LoRA (QLoRA)
+    assert (qlora.model.attention_window, qlora.model.quantization) == (1024, None)
+    assert (qlora.lora.load_in_4bit, qlora.lora.quant_type, qlora.lora.double_quant) == (True, "nf4", True)
+    assert qlora.lora.target_modules == ["query", "key", "value", "dense"] and qlora.head is None
     ternary = load_config(REPO / "configs/crammed-ternary-esm2-8m.yaml")
     fp = load_config(REPO / "configs/crammed-esm2-8m.yaml")
     # 2Bits of Protein appendix A.1

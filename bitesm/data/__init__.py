@@ -1,4 +1,4 @@
-"""Data pipeline: validated FASTA reading, ESM-2 tokenizer, HF datasets, MLM collation."""
+"""Data pipeline: validated FASTA reading, ESM-2 tokenizer, HF datasets, MLM collation, labelled proteins."""
 
 from .collator import MLMCollator, encode_protein, tokenize_residues
 from .dataset import load_fasta_dataset
@@ -11,6 +11,7 @@ from .fasta import (
     read_fasta,
     validate_sequence,
 )
+from .labelled import LabelledDataError, SequenceLabelCollator, load_labelled_sequences
 from .tokenizer import DEFAULT_TOKENIZER_DIR, load_tokenizer
 
 __all__ = [
@@ -19,10 +20,13 @@ __all__ = [
     "STANDARD_AMINO_ACIDS",
     "FastaFormatError",
     "InvalidResidueError",
+    "LabelledDataError",
     "MLMCollator",
+    "SequenceLabelCollator",
     "encode_protein",
     "iter_fasta",
     "load_fasta_dataset",
+    "load_labelled_sequences",
     "load_tokenizer",
     "read_fasta",
     "tokenize_residues",

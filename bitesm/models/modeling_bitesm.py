@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 
-from transformers import EsmConfig, EsmForMaskedLM, EsmModel, PretrainedConfig
+from transformers import EsmConfig, EsmForMaskedLM, EsmForSequenceClassification, EsmModel, PretrainedConfig
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
 from ..nn.bitlinear import DEFAULT_MODULES_TO_NOT_CONVERT, replace_linear_with_bitlinear
+from ..nn.sliding_window_attention import ATTENTION_NAME as SLIDING_WINDOW_ATTENTION
 from ..ptq.attention import ATTENTION_NAME
 from ..ptq.sites import attach_activation_quantizers
 from .configuration_bitesm import BitEsmConfig
@@ -28,7 +29,11 @@ AUTO_MAP = {
     "AutoConfig": "configuration_bitesm.BitEsmConfig",
     "AutoModel": "modeling_bitesm.BitEsmModel",
     "AutoModelForMaskedLM": "modeling_bitesm.BitEsmForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_bitesm.BitEsmForSequenceClassification",
 }
+
+#: Modules of a sequence-level model kept full precision besides the defaults: its classification head.
+SEQUENCE_HEAD_MODULES = ("classifier",)
 
 # ESM-2 checkpoints keep one rotary ``inv_freq`` per layer; transformers renames them for model_type "esm" when
 # loading (and back when saving). bitesm checkpoints use the same parameter names, so they get the same mapping.
@@ -37,8 +42,15 @@ register_checkpoint_conversion_mapping(
 )
 
 
-def quantize_model_(model, config: BitEsmConfig) -> int:
-    """Apply ``config.quantization`` (BitLinear layers) and ``config.ptq`` (activation quantizers) in place.
+def quantize_model_(model, config: BitEsmConfig, head_modules: tuple[str, ...] = ()) -> int:
+    """Apply ``config.quantization`` (BitLinear layers), ``config.ptq`` (activation quantizers) and
+    ``config.attention_window`` (sliding-window attention) in place.
+
+    Args:
+        model: the freshly built model.
+        config: its config.
+        head_modules: module names kept full precision in addition to the defaults when
+            ``config.modules_to_not_convert`` is None (a sequence model's ``classifier``).
 
     Returns:
         the number of Linear layers converted to BitLinear (0 for floating point).
@@ -48,7 +60,7 @@ def quantize_model_(model, config: BitEsmConfig) -> int:
         converted = replace_linear_with_bitlinear(
             model,
             modules_to_not_convert=(
-                DEFAULT_MODULES_TO_NOT_CONVERT
+                (*DEFAULT_MODULES_TO_NOT_CONVERT, *head_modules)
                 if config.modules_to_not_convert is None
                 else config.modules_to_not_convert
             ),
@@ -62,6 +74,8 @@ def quantize_model_(model, config: BitEsmConfig) -> int:
         )
         if {"softmax_input", "softmax_output"} & set(ptq["sites"]):
             config._attn_implementation = ATTENTION_NAME
+    if config.attention_window is not None:
+        config._attn_implementation = SLIDING_WINDOW_ATTENTION
     return converted
 
 
@@ -145,6 +159,24 @@ class BitEsmForMaskedLM(_SaveWithCodeMixin, EsmForMaskedLM):
         return model
 
 
+class BitEsmForSequenceClassification(_SaveWithCodeMixin, EsmForSequenceClassification):
+    """ESM-2 with a sequence-level head (classification or regression) and BitLinear encoder layers.
+
+    transformers' ``EsmForSequenceClassification``: the ``<cls>`` token's final hidden state goes through
+    ``classifier`` (dense, tanh, output projection; kept full precision). ``config.num_labels`` outputs;
+    ``config.problem_type`` ``"single_label_classification"`` (cross-entropy) or ``"regression"`` (MSE, one output).
+
+    Inputs as :class:`BitEsmModel`, plus ``labels``: LongTensor ``[batch]`` (class indices) or float ``[batch]``
+    (regression targets). Outputs: ``logits`` float ``[batch, num_labels]``, ``loss`` when ``labels`` is given.
+    """
+
+    config_class = BitEsmConfig
+
+    def __init__(self, config: BitEsmConfig):
+        super().__init__(config)
+        quantize_model_(self, config, head_modules=SEQUENCE_HEAD_MODULES)
+
+
 def checkpoint_model_type(name_or_path: str | os.PathLike, **kwargs) -> str | None:
     """The ``model_type`` in a checkpoint's ``config.json`` (folder or Hub id), without building a config."""
     return PretrainedConfig.get_config_dict(name_or_path, **kwargs)[0].get("model_type")
@@ -201,6 +233,7 @@ def check_loading_info(info: dict, source) -> None:
 __all__ = [
     "BitEsmModel",
     "BitEsmForMaskedLM",
+    "BitEsmForSequenceClassification",
     "bitesm_config_from_esm",
     "check_loading_info",
     "checkpoint_model_type",

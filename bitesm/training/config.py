@@ -1,6 +1,8 @@
 """Typed, validated training configuration read from YAML (``configs/*.yaml``).
 
-A config has four sections, each a dataclass below: ``model``, ``data``, ``training`` and ``evaluation``.
+A config has four sections, each a dataclass below: ``model``, ``data``, ``training`` and ``evaluation``, plus, for
+``bitesm lora`` (:mod:`bitesm.lora`), ``lora`` (4-bit base and LoRA adapters) and optionally ``head`` (a
+sequence-level classification or regression head trained from labelled proteins instead of MLM).
 Unknown keys and out-of-range values raise :class:`ConfigError` naming the key, the value and the fix.
 Relative paths are resolved against the current working directory first, then against the repository root
 (the folder holding ``configs/``), so ``bitesm train --config configs/quickstart.yaml`` works from anywhere in a clone.
@@ -35,6 +37,12 @@ class ModelConfig:
         overrides: ``EsmConfig`` fields replacing those of ``config`` (e.g. a smaller ``hidden_size``).
         quantization: ``"ternary"`` (BitNet b1.58 BitLinear) or ``None`` (full precision).
         activation_bits: BitLinear activation bits (8) or ``None``.
+        attention_window: Long ESM-2 local sliding-window attention (arXiv 2501.07747): the band's total width in
+            tokens (1,024 in the paper), or ``None`` for ESM-2's global attention (a ``from_pretrained`` checkpoint
+            keeps its own attention). With a window the model takes proteins of
+            ``data.max_length`` tokens: an ESM-2 ``from_pretrained`` checkpoint is converted as by
+            :func:`bitesm.models.long.convert_to_long` (``max_position_embeddings`` grown, learned positions copied),
+            a ``config`` architecture gets ``max_position_embeddings`` to match.
     """
 
     config: str | None = None
@@ -43,6 +51,7 @@ class ModelConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     quantization: str | None = "ternary"
     activation_bits: int | None = 8
+    attention_window: int | None = None
 
 
 @dataclass
@@ -122,14 +131,100 @@ class EvaluationConfig:
     proteingym: ProteinGymEvalConfig | None = None
 
 
+#: LoRA's default targets: the attention projections and every ``dense`` Linear of the encoder (attention output,
+#: FFN in and out), i.e. all six Linear layers of an ESM-2 layer.
+DEFAULT_LORA_TARGETS = ("query", "key", "value", "dense")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+QUANT_TYPES = ("nf4", "fp4")
+HEAD_TASKS = ("classification", "regression")
+
+
+@dataclass
+class LoraTrainConfig:
+    """``lora:`` section of ``bitesm lora``: how the base is loaded and which LoRA adapters train on it.
+
+    QLoRA (Dettmers et al. 2023, "QLoRA: Efficient Finetuning of Quantized LLMs"): the base's Linear weights are
+    stored in 4-bit NormalFloat (bitsandbytes), frozen, and only low-rank adapters ``W + (alpha / r) B A`` (LoRA,
+    Hu et al. 2021) train, in full precision. Long ESM-2's quantized models (arXiv 2501.07747) are trained this way.
+
+    Attributes:
+        load_in_4bit: store the base's encoder Linear weights in 4 bits (bitsandbytes ``Linear4bit``); ``False``
+            keeps the base as it is (fp32, or ternary BitLinear for ``model.quantization: ternary``, which cannot be
+            4-bit: its weights are ternary already).
+        quant_type: ``"nf4"`` (NormalFloat, QLoRA) or ``"fp4"``.
+        double_quant: also quantize the per-block absmax constants to 8 bits (QLoRA's double quantization, ~0.37
+            bits per weight saved).
+        compute_dtype: dtype the 4-bit weights are dequantized to for the matmul: ``float32`` (CPUs),
+            ``bfloat16`` (GPUs, QLoRA's choice) or ``float16``.
+        r: LoRA rank.
+        alpha: LoRA scale numerator; the update is ``(alpha / r) * B @ A``.
+        dropout: dropout on the adapter input (training only).
+        target_modules: Linear layers that get adapters, named as peft does (a name matches a layer whose qualified
+            name equals it or ends with ``.name``): the default ``query, key, value, dense`` covers all six Linear
+            layers of every encoder layer. Heads kept in full precision (``lm_head``, ``classifier``, ...) are only
+            targeted by a name that includes them (``lm_head.dense``).
+        modules_to_save: modules trained in full and saved with the adapter (e.g. ``[lm_head]``); a sequence head's
+            ``classifier`` always is.
+        gradient_checkpointing: recompute activations in the backward pass (QLoRA's memory saver; ~30% slower).
+        merge: after training, also write ``merged/``: the adapter merged into a floating-point copy of the base (a
+            4-bit base is dequantized first), a plain bitesm checkpoint. Not possible on a ternary base.
+    """
+
+    load_in_4bit: bool = True
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "float32"
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    modules_to_save: list[str] | None = None
+    gradient_checkpointing: bool = True
+    merge: bool = False
+
+
+@dataclass
+class HeadConfig:
+    """``head:`` section of ``bitesm lora``: a sequence-level head instead of continued MLM pretraining.
+
+    The head is transformers' ESM classification head (``<cls>`` token, dense + tanh, output projection),
+    trained in full with the LoRA adapters. ``data.max_length`` (tokens, proteins cropped at random in training,
+    their start in validation), ``data.validation_size`` and ``data.max_sequences`` apply; ``data.train_fasta``
+    and ``data.mask_rate`` do not.
+
+    Attributes:
+        task: ``"classification"`` (cross-entropy; validation accuracy) or ``"regression"`` (one output, MSE;
+            validation RMSE and Spearman's rho).
+        train_file: a CSV / TSV with ``sequence_column`` and ``label_column``, or a FASTA (``.fasta``, ``.fa``,
+            ``.faa``, optionally ``.gz``) whose labels are in ``labels_file``.
+        labels_file: with a FASTA, a CSV / TSV with ``id_column`` (the FASTA record ids) and ``label_column``.
+        validation_file: held-out proteins in the same format (their labels in the same ``labels_file``);
+            ``None`` holds out ``data.validation_size`` proteins of ``train_file`` (seeded).
+        sequence_column, label_column, id_column: column names.
+        num_labels: classes for classification (``None``: the number of distinct training labels).
+    """
+
+    task: str = "classification"
+    train_file: str | None = None
+    labels_file: str | None = None
+    validation_file: str | None = None
+    sequence_column: str = "sequence"
+    label_column: str = "label"
+    id_column: str = "id"
+    num_labels: int | None = None
+
+
 @dataclass
 class Config:
-    """A whole training run: ``model``, ``data``, ``training``, ``evaluation``."""
+    """A whole training run: ``model``, ``data``, ``training``, ``evaluation`` (and ``lora``, ``head`` for
+    ``bitesm lora``)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    lora: LoraTrainConfig | None = None
+    head: HeadConfig | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -171,6 +266,8 @@ _SECTIONS = {
     (Config, "training"): TrainingConfig,
     (Config, "evaluation"): EvaluationConfig,
     (EvaluationConfig, "proteingym"): ProteinGymEvalConfig,
+    (Config, "lora"): LoraTrainConfig,
+    (Config, "head"): HeadConfig,
 }
 
 
@@ -191,6 +288,9 @@ def validate(config: Config) -> Config:
     _require(m.quantization in (None, "ternary"), "model.quantization", m.quantization, "use 'ternary' or null")
     _require(m.activation_bits is None or 2 <= m.activation_bits <= 16, "model.activation_bits", m.activation_bits,
              "use an int in [2, 16] or null")
+    _require(m.attention_window is None or (type(m.attention_window) is int and m.attention_window >= 2),
+             "model.attention_window", m.attention_window,
+             "use an int >= 2 (1024 for Long ESM-2) or null for global attention")
     _require(d.max_length >= 3, "data.max_length", d.max_length, "use at least 3 (<cls>, a residue, <eos>)")
     _require(0.0 < d.mask_rate < 1.0, "data.mask_rate", d.mask_rate, "use a fraction in (0, 1), e.g. 0.15")
     _require(d.validation_size >= 1, "data.validation_size", d.validation_size, "use a positive int")
@@ -221,7 +321,58 @@ def validate(config: Config) -> Config:
 
     names = [s.value for s in SchedulerType]
     _require(t.lr_scheduler in names, "training.lr_scheduler", t.lr_scheduler, f"use one of {names}")
+    if config.lora is not None:
+        _validate_lora(config.lora, m)
+    if config.head is not None:
+        _validate_head(config.head, config)
     return config
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_lora(lora: LoraTrainConfig, m: ModelConfig) -> None:
+    for key in ("load_in_4bit", "double_quant", "gradient_checkpointing", "merge"):
+        _require(isinstance(getattr(lora, key), bool), f"lora.{key}", getattr(lora, key), "use true or false")
+    _require(lora.quant_type in QUANT_TYPES, "lora.quant_type", lora.quant_type, f"use one of {list(QUANT_TYPES)}")
+    _require(lora.compute_dtype in COMPUTE_DTYPES, "lora.compute_dtype", lora.compute_dtype,
+             f"use one of {list(COMPUTE_DTYPES)} (float32 on CPUs, bfloat16 on GPUs)")
+    _require(_is_int(lora.r) and lora.r >= 1, "lora.r", lora.r, "use a positive int rank, e.g. 8")
+    _require(isinstance(lora.alpha, (int, float)) and not isinstance(lora.alpha, bool) and lora.alpha > 0,
+             "lora.alpha", lora.alpha, "use a positive number, e.g. 16 (the update is scaled by alpha / r)")
+    _require(isinstance(lora.dropout, (int, float)) and 0.0 <= lora.dropout < 1.0, "lora.dropout", lora.dropout,
+             "use a fraction in [0, 1), e.g. 0.05")
+    for key in ("target_modules", "modules_to_save"):
+        names = getattr(lora, key)
+        if key == "modules_to_save" and names is None:
+            continue
+        _require(isinstance(names, list) and (len(names) > 0 or key == "modules_to_save")
+                 and all(isinstance(n, str) and n.strip() for n in names), f"lora.{key}", names,
+                 "use a list of module names, e.g. [query, key, value, dense]")
+    _require(not (lora.load_in_4bit and m.quantization == "ternary"), "lora.load_in_4bit", lora.load_in_4bit,
+             "a ternary base (model.quantization: ternary) has BitLinear weights, already 1.58-bit, that are not "
+             "loaded in 4 bits: set lora.load_in_4bit: false (LoRA then trains on the frozen ternary base)")
+
+
+def _validate_head(head: HeadConfig, config: Config) -> None:
+    _require(head.task in HEAD_TASKS, "head.task", head.task, f"use one of {list(HEAD_TASKS)}")
+    _require(isinstance(head.train_file, str) and bool(head.train_file), "head.train_file", head.train_file,
+             "give a CSV (sequence and label columns) or a FASTA plus head.labels_file")
+    for key in ("sequence_column", "label_column", "id_column"):
+        _require(isinstance(getattr(head, key), str) and bool(getattr(head, key)), f"head.{key}",
+                 getattr(head, key), "use a column name")
+    if head.num_labels is not None:
+        _require(_is_int(head.num_labels) and head.num_labels >= 2 and head.task == "classification",
+                 "head.num_labels", head.num_labels,
+                 "use an int >= 2 for classification, or null (inferred; regression has one output)")
+    if config.lora is None:
+        raise ConfigError("a head: section needs a lora: section (sequence heads train through 'bitesm lora')")
+    if config.evaluation.proteingym is not None:
+        raise ConfigError(
+            "evaluation.proteingym scores a masked LM, not a sequence head; remove it from a config with a head: "
+            "section"
+        )
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:

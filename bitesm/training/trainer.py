@@ -12,8 +12,10 @@ What a run writes under ``output_dir``:
 
 Exact resume: the data order of epoch ``e`` is a permutation drawn from ``seed`` and ``e`` alone, the collator draws
 crops and masks from its own generator whose state is checkpointed per process (it runs in the loop, after the data
-loader, so read-ahead never advances it), and Accelerate restores the model, optimizer, scheduler and global RNG
-states, so a killed and resumed run ends with the weights of an uninterrupted one.
+loader, so read-ahead never advances it), the data loaders draw their worker seeds from their own generators (a
+resumed run opens a loader mid-epoch that an uninterrupted one does not, and must not move the global RNG that
+dropout uses), and Accelerate restores the model, optimizer, scheduler and global RNG states, so a killed and resumed
+run ends with the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ..data import MLMCollator, load_fasta_dataset, load_tokenizer
 from ..evaluation.perplexity import masked_lm_loss_sums, summarize, validation_collator
 from ..io import atomic_write_json, atomic_write_text
 from ..models import BitEsmForMaskedLM, bitesm_config_from_esm, load_esm_config, load_masked_lm
+from ..models.long import SPECIAL_TOKENS, convert_to_long, long_config, max_residues, to_long_model
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, resolve_path
 
@@ -61,16 +64,27 @@ class TrainerState:
     elapsed_seconds: float = 0.0  # training wall-clock time, summed over resumed segments
 
 
-def build_model(model_cfg, seed: int = 0) -> tuple[BitEsmForMaskedLM, object]:
+def build_model(model_cfg, seed: int = 0, max_length: int | None = None) -> tuple[BitEsmForMaskedLM, object]:
     """Create the model and tokenizer described by a :class:`~bitesm.training.config.ModelConfig`.
 
     ``model.config`` gives a randomly initialised model of that architecture (plus ``overrides``);
     ``model.from_pretrained`` converts an ESM-2 checkpoint (:meth:`BitEsmForMaskedLM.from_esm`) or continues a
-    bitesm one.
+    bitesm one. With ``model.attention_window`` set, the model is Long ESM-2's (:mod:`bitesm.models.long`):
+    sliding-window attention and ``max_position_embeddings`` large enough for ``max_length`` tokens (a pretrained
+    checkpoint is converted with :func:`~bitesm.models.long.convert_to_long`, learned positions copied); without
+    it a ``from_pretrained`` checkpoint keeps its own attention (global for ESM-2).
+
+    Args:
+        model_cfg: the ``model`` section.
+        seed: seed of the random initialisation.
+        max_length: ``data.max_length``, tokens per protein including <cls> and <eos> (``None``: the config's).
 
     Raises:
         ConfigError: a bitesm checkpoint whose quantization disagrees with the config.
+        ValueError: an attention window on a checkpoint that cannot take it (PTQ softmax sites).
     """
+    window = model_cfg.attention_window
+    wanted = None if max_length is None else max_length - SPECIAL_TOKENS  # residues
     if model_cfg.from_pretrained is not None:
         source = resolve_path(model_cfg.from_pretrained)
         model = load_masked_lm(source, quantization=model_cfg.quantization, activation_bits=model_cfg.activation_bits)
@@ -80,6 +94,14 @@ def build_model(model_cfg, seed: int = 0) -> tuple[BitEsmForMaskedLM, object]:
                 f"{model.config.quantization!r}; set model.quantization to match the checkpoint"
             )
         tokenizer = load_tokenizer(resolve_path(model_cfg.tokenizer) or source)
+        if window is not None:
+            current = max_residues(model.config)
+            if wanted is not None and wanted > current:
+                model, tokenizer = convert_to_long(model, max_length=wanted, window=window, tokenizer=tokenizer)
+                logger.info("Long ESM-2: %s converted to window %d and %d residues", source, window, wanted)
+            elif model.config.attention_window != window:
+                model = to_long_model(model, current, window, source)
+                tokenizer.model_max_length = current + SPECIAL_TOKENS
     else:
         source = resolve_path(model_cfg.config)
         config = bitesm_config_from_esm(
@@ -88,9 +110,13 @@ def build_model(model_cfg, seed: int = 0) -> tuple[BitEsmForMaskedLM, object]:
             activation_bits=model_cfg.activation_bits,
             **model_cfg.overrides,
         )
+        tokenizer = load_tokenizer(resolve_path(model_cfg.tokenizer) or source)
+        if window is not None:
+            residues = max(max_residues(config), wanted or 0)
+            config = long_config(config, residues, window, source)
+            tokenizer.model_max_length = residues + SPECIAL_TOKENS
         set_seed(seed)
         model = BitEsmForMaskedLM(config)
-        tokenizer = load_tokenizer(resolve_path(model_cfg.tokenizer) or source)
     # The contact head is not used by the MLM loss; frozen, it needs no gradient and DDP needs no
     # find_unused_parameters.
     model.esm.contact_head.requires_grad_(False)
@@ -131,6 +157,11 @@ def _as_list(examples: list) -> list:
     return examples
 
 
+def loader_generator() -> torch.Generator:
+    """A DataLoader's own generator: creating an iterator draws a worker base seed, from the global RNG without one."""
+    return torch.Generator().manual_seed(0)
+
+
 def _epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
@@ -138,6 +169,10 @@ def _epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
 
 class Trainer:
     """Runs one training config; see the module docstring for what it writes.
+
+    What is trained comes from overridable methods (:class:`bitesm.lora.trainer.LoraTrainer` replaces them):
+    :meth:`check_config`, :meth:`load_datasets`, :meth:`build_model`, :meth:`build_collator`, :meth:`validate`,
+    :meth:`save_final_model`, :meth:`describe_model`, :meth:`on_train_start` and :attr:`load_state_kwargs`.
 
     Args:
         config: a validated :class:`~bitesm.training.config.Config`.
@@ -150,9 +185,14 @@ class Trainer:
         FileNotFoundError: ``resume`` is True but there is no checkpoint.
     """
 
+    #: keyword arguments of ``Accelerator.load_state`` when resuming (a subclass that checkpoints only part of the
+    #: model's weights passes ``strict=False``).
+    load_state_kwargs: dict = {}
+
     def __init__(self, config: Config, output_dir: str | os.PathLike, resume: bool = False):
         self.config = config
         self.output_dir = Path(output_dir)
+        self.check_config()
         t = config.training
         existing = ckpt.latest_checkpoint(self.output_dir)
         if existing is not None and not resume:
@@ -176,21 +216,10 @@ class Trainer:
             )
         self.micro_batch_size = t.batch_size // (t.gradient_accumulation_steps * world)
 
-        self.model, self.tokenizer = build_model(config.model, seed=t.seed)
-        d = config.data
-        datasets.disable_progress_bars()
-        splits = load_fasta_dataset(
-            resolve_path(d.train_fasta),
-            validation_size=d.validation_size,
-            seed=t.seed,
-            max_sequences=d.max_sequences,
-        )
-        self.train_dataset, self.val_dataset = splits["train"], splits["validation"]
-        self.collator = MLMCollator(
-            self.tokenizer,
-            max_length=d.max_length,
-            mask_rate=d.mask_rate,
-            generator=torch.Generator().manual_seed(t.seed + 7919 * (acc.process_index + 1)),
+        self.train_dataset, self.val_dataset = self.load_datasets()
+        self.model, self.tokenizer = self.build_model()
+        self.collator = self.build_collator(
+            torch.Generator().manual_seed(t.seed + 7919 * (acc.process_index + 1))
         )
         optimizer = torch.optim.AdamW(
             _param_groups(self.model, t.weight_decay),
@@ -206,6 +235,51 @@ class Trainer:
         acc.register_for_checkpointing(self.scheduler)
         self.state = TrainerState()
 
+    # -- what a run trains (overridden by bitesm.lora.LoraTrainer) ----------------------------------------------
+
+    def check_config(self) -> None:
+        """Refuse sections this trainer does not run.
+
+        Raises:
+            ConfigError: the config has a ``lora`` or ``head`` section (run it with ``bitesm lora``).
+        """
+        if self.config.lora is not None or self.config.head is not None:
+            raise ConfigError(
+                "this config has a lora: or head: section; train it with 'bitesm lora' (bitesm.lora), "
+                "or remove the section for full pretraining with 'bitesm train'"
+            )
+
+    def load_datasets(self):
+        """``(train, validation)`` datasets of rows with a ``sequence`` (the ``data.train_fasta`` split)."""
+        d = self.config.data
+        datasets.disable_progress_bars()
+        splits = load_fasta_dataset(
+            resolve_path(d.train_fasta),
+            validation_size=d.validation_size,
+            seed=self.config.training.seed,
+            max_sequences=d.max_sequences,
+        )
+        return splits["train"], splits["validation"]
+
+    def build_model(self):
+        """``(model, tokenizer)`` to train: :func:`build_model` of the ``model`` section."""
+        return build_model(self.config.model, seed=self.config.training.seed, max_length=self.config.data.max_length)
+
+    def build_collator(self, generator: torch.Generator):
+        """The training collator: examples -> batch dict (``labels`` included); draws only from ``generator``,
+        whose state every checkpoint stores (``collator.generator``)."""
+        d = self.config.data
+        return MLMCollator(self.tokenizer, max_length=d.max_length, mask_rate=d.mask_rate, generator=generator)
+
+    def describe_model(self) -> str:
+        """One line about the model, logged when training starts."""
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return f"{n_params:,} parameters, quantization={self.config.model.quantization}"
+
+    def on_train_start(self, bar) -> None:
+        """Called once before the first step of a run (and of each resumed segment); ``bar`` is the progress bar
+        that :meth:`_log` writes to. Does nothing here."""
+
     # -- data ------------------------------------------------------------------------------------------------
 
     def _train_loader(self, epoch: int, skip: int) -> DataLoader:
@@ -218,6 +292,7 @@ class Trainer:
             # there would advance the collator's generator past the checkpointed position.
             collate_fn=_as_list,
             drop_last=True,
+            generator=loader_generator(),
         )
         acc = self.accelerator
         loader = prepare_data_loader(loader, acc.device, acc.num_processes, acc.process_index, rng_types=[])
@@ -226,7 +301,9 @@ class Trainer:
     def _val_loader(self, masked_only: bool) -> DataLoader:
         """Held-out batches of this process with fixed crops and masks (:func:`validation_collator`)."""
         collator = validation_collator(self.collator, self.config.training.seed, masked_only)
-        loader = DataLoader(self.val_dataset, batch_size=self.micro_batch_size, collate_fn=collator)
+        loader = DataLoader(
+            self.val_dataset, batch_size=self.micro_batch_size, collate_fn=collator, generator=loader_generator()
+        )
         acc = self.accelerator
         return prepare_data_loader(
             loader, acc.device, acc.num_processes, acc.process_index, put_on_device=True, even_batches=False,
@@ -252,7 +329,7 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         acc = self.accelerator
-        acc.load_state(str(path))
+        acc.load_state(str(path), **self.load_state_kwargs)
         self.collator.generator.set_state(torch.load(path / f"collator_rng_{acc.process_index}.pt"))
         self.state = TrainerState(**json.loads((path / ckpt.TRAINER_STATE).read_text()))
 
@@ -322,8 +399,7 @@ class Trainer:
             logger.info("resumed from %s at step %d", self.resume_from, self.state.step)
         if acc.is_main_process:
             atomic_write_text(self.output_dir / "training_config.yaml", yaml.safe_dump(self.config.to_dict()))
-            n_params = sum(p.numel() for p in self.model.parameters())
-            logger.info("model: %s parameters, quantization=%s", f"{n_params:,}", self.config.model.quantization)
+            logger.info("model: %s", self.describe_model())
         acc.init_trackers("tensorboard", config=_flat_hparams(self.config))
 
         model, optimizer, accum = self.model, self.optimizer, t.gradient_accumulation_steps
@@ -334,6 +410,7 @@ class Trainer:
         micro_in_step, local_tokens, done = 0, 0, self._budget_reached()
         validated: tuple[int, dict] = (-1, {})
         grad_norm = torch.zeros(())
+        self.on_train_start(bar)
         while not done:
             loader = self._train_loader(self.state.epoch, self.state.batch_in_epoch)
             if len(loader) == 0:
@@ -419,13 +496,16 @@ class Trainer:
     def check_replicas_in_sync(self) -> bool:
         """Whether every process holds bit-identical parameters (data parallelism must keep them so).
 
-        Compares a float64 fingerprint (sum and position-weighted sum of every parameter) across processes.
+        Compares a float64 fingerprint (sum and position-weighted sum of every floating-point parameter; packed
+        integer weights such as a 4-bit base are frozen) across processes.
 
         Raises:
             RuntimeError: if the replicas differ (a data-parallel bug; the run's weights are not trustworthy).
         """
         acc = self.accelerator
-        params = [p.detach().double().flatten() for p in acc.unwrap_model(self.model).parameters()]
+        params = [
+            p.detach().double().flatten() for p in acc.unwrap_model(self.model).parameters() if p.is_floating_point()
+        ]
         flat = torch.cat(params)
         weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device) / flat.numel()
         fingerprint = torch.stack([flat.sum(), (flat * weights).sum()]).to(acc.device)
