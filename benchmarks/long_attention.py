@@ -100,9 +100,11 @@ def main(argv=None) -> int:
         s, w = rows["sdpa", length], rows["long", length]
         print(f"| {length} | {s['seconds']:.3f} | {w['seconds']:.3f} | {w['seconds'] / s['seconds']:.2f} | "
               f"{s['peak_mib']:.0f} | {w['peak_mib']:.0f} | {w['peak_mib'] / max(s['peak_mib'], 1e-9):.2f} |")
-    first, last = args.lengths[0], args.lengths[-1]
-    growth = rows["long", last]["seconds"] / rows["long", first]["seconds"]
-    print(f"\nlong-model time growth {first} -> {last} tokens: {growth:.2f}x (length ratio {last / first:.1f}x)")
+    last = args.lengths[-1]
+    print()
+    for first in args.lengths[:-1]:
+        growth = rows["long", last]["seconds"] / rows["long", first]["seconds"]
+        print(f"long-model time growth {first} -> {last} tokens: {growth:.2f}x (length ratio {last / first:.1f}x)")
     return 0
 
 

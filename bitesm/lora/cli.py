@@ -7,20 +7,16 @@ import argparse
 import json
 import logging
 
+from ..training.cli import add_run_arguments
+
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config with a lora: section, e.g. configs/qlora-long-esm2-t6.yaml")
-    parser.add_argument(
-        "--output-dir", help="run folder (adapter/, memory_report.json, checkpoints/, tensorboard/, base/)"
-    )
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set lora.r=16 (repeatable)",
+    add_run_arguments(
+        parser,
+        "YAML config with a lora: section, e.g. configs/qlora-long-esm2-t6.yaml",
+        "run folder (adapter/, memory_report.json, checkpoints/, tensorboard/, base/)",
+        "lora.r=16",
+        required=False,  # not for 'bitesm lora merge'
     )
     commands = parser.add_subparsers(dest="lora_command", metavar="merge")
     merge = commands.add_parser(

@@ -52,7 +52,7 @@ from transformers.masking_utils import AttentionMaskInterface
 
 ATTENTION_NAME = "bitesm_sliding_window"
 #: Queries per block of the chunked kernel: the score tile is [batch, heads, block_size, <= block_size + span - 1].
-DEFAULT_BLOCK_SIZE = 256
+DEFAULT_BLOCK_SIZE = 128
 KERNELS = ("auto", "chunked", "flex")
 
 
@@ -78,12 +78,16 @@ def window_starts(lengths: torch.Tensor, seq_len: int, window: int) -> tuple[tor
     Returns:
         ``(start, end)``: LongTensors ``[batch, L]``; query ``i`` of row ``b`` attends to keys ``start <= j < end``.
     """
-    span = window_span(window)
     n = lengths.view(-1, 1)
-    i = torch.arange(seq_len, device=lengths.device).view(1, -1)
-    i = torch.minimum(i, n - 1)  # padding queries take the last real token's band
-    start = torch.clamp(torch.minimum(i - window // 2, n - span), min=0)
-    return start, torch.minimum(start + span, n)
+    start = _band_start(torch.arange(seq_len, device=lengths.device).view(1, -1), n, window)
+    return start, torch.minimum(start + window_span(window), n)
+
+
+def _band_start(i: torch.Tensor, n: torch.Tensor, window: int) -> torch.Tensor:
+    """``s_i = max(0, min(i - window // 2, n - span))`` (module docstring), padding queries (i >= n) taking the last
+    real token's band; elementwise on broadcastable integer tensors (also inside flex_attention's mask_mod)."""
+    i = torch.minimum(i, n - 1)
+    return torch.clamp(torch.minimum(i - window // 2, n - window_span(window)), min=0)
 
 
 def sliding_window_mask(lengths: torch.Tensor, seq_len: int, window: int) -> torch.Tensor:
@@ -152,6 +156,8 @@ def chunked_sliding_window_attention(
         mask = None if full else (torch.arange(seq_len, device=query.device) < lengths.view(-1, 1)).view(batch, 1, 1, -1)
         return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
     start, end = window_starts(lengths, seq_len, window)
+    # [batch, heads, L, d] views of [batch, L, heads, d]: one contiguous copy makes every block slice contiguous
+    query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
     outputs = []
     for q0 in range(0, seq_len, block_size):
         q1 = min(q0 + block_size, seq_len)
@@ -185,13 +191,12 @@ def _band_block_mask(lengths: tuple[int, ...], seq_len: int, window: int, device
     every layer of a forward pass."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    span, half = window_span(window), window // 2
+    span = window_span(window)
     n_rows = torch.tensor(lengths, device=device)
 
     def band(b, h, q_idx, kv_idx):
         n = n_rows[b]
-        i = torch.minimum(q_idx, n - 1)
-        s = torch.clamp(torch.minimum(i - half, n - span), min=0)
+        s = _band_start(q_idx, n, window)
         return (kv_idx >= s) & (kv_idx < s + span) & (kv_idx < n)
 
     return create_block_mask(band, len(lengths), None, seq_len, seq_len, device=device)

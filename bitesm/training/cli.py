@@ -7,9 +7,12 @@ import json
 import logging
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML training config, e.g. configs/quickstart.yaml")
-    parser.add_argument("--output-dir", required=True, help="run folder (checkpoints, tensorboard/, model/, eval/)")
+def add_run_arguments(
+    parser: argparse.ArgumentParser, config_help: str, output_help: str, set_example: str, required: bool = True
+) -> None:
+    """``--config``, ``--output-dir``, ``--resume`` and ``--set`` of a training run (``bitesm train``, ``bitesm lora``)."""
+    parser.add_argument("--config", required=required, help=config_help)
+    parser.add_argument("--output-dir", required=required, help=output_help)
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
     parser.add_argument(
         "--set",
@@ -17,7 +20,16 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set training.max_steps=100 (repeatable)",
+        help=f"override a config value, e.g. --set {set_example} (repeatable)",
+    )
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(
+        parser,
+        "YAML training config, e.g. configs/quickstart.yaml",
+        "run folder (checkpoints, tensorboard/, model/, eval/)",
+        "training.max_steps=100",
     )
 
 
