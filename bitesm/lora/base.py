@@ -36,7 +36,7 @@ from ..models.long import SPECIAL_TOKENS, long_config, max_residues
 from ..models.modeling_bitesm import bitesm_config_from_esm, checkpoint_model_type, load_esm_config
 from ..training import checkpoint as ckpt
 from ..training.config import ConfigError, resolve_path
-from ..training.trainer import build_model
+from ..training.trainer import build_model, check_checkpoint_quantization
 from .nf4 import bnb_config, disable_cpu_weight_repacking
 
 logger = logging.getLogger(__name__)
@@ -131,11 +131,7 @@ def _direct_config(model_cfg, max_length: int) -> tuple[str, BitEsmConfig] | Non
     model_type = checkpoint_model_type(source)
     if model_type == BitEsmConfig.model_type:
         config = BitEsmConfig.from_pretrained(source)
-        if config.quantization != model_cfg.quantization:
-            raise ConfigError(
-                f"model.quantization={model_cfg.quantization!r} but checkpoint {source} is "
-                f"{config.quantization!r}; set model.quantization to match the checkpoint"
-            )
+        check_checkpoint_quantization(model_cfg, source, config.quantization)
     elif model_type == "esm":
         config = bitesm_config_from_esm(
             load_esm_config(source), quantization=model_cfg.quantization, activation_bits=model_cfg.activation_bits

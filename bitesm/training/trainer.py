@@ -88,11 +88,7 @@ def build_model(model_cfg, seed: int = 0, max_length: int | None = None) -> tupl
     if model_cfg.from_pretrained is not None:
         source = resolve_path(model_cfg.from_pretrained)
         model = load_masked_lm(source, quantization=model_cfg.quantization, activation_bits=model_cfg.activation_bits)
-        if model.config.quantization != model_cfg.quantization:
-            raise ConfigError(
-                f"model.quantization={model_cfg.quantization!r} but checkpoint {source} is "
-                f"{model.config.quantization!r}; set model.quantization to match the checkpoint"
-            )
+        check_checkpoint_quantization(model_cfg, source, model.config.quantization)
         tokenizer = load_tokenizer(resolve_path(model_cfg.tokenizer) or source)
         if window is not None:
             current = max_residues(model.config)
@@ -121,6 +117,19 @@ def build_model(model_cfg, seed: int = 0, max_length: int | None = None) -> tupl
     # find_unused_parameters.
     model.esm.contact_head.requires_grad_(False)
     return model, tokenizer
+
+
+def check_checkpoint_quantization(model_cfg, source: str, quantization: str | None) -> None:
+    """Refuse a ``model.from_pretrained`` checkpoint whose ``quantization`` differs from ``model.quantization``.
+
+    Raises:
+        ConfigError: naming both values and the fix.
+    """
+    if quantization != model_cfg.quantization:
+        raise ConfigError(
+            f"model.quantization={model_cfg.quantization!r} but checkpoint {source} is "
+            f"{quantization!r}; set model.quantization to match the checkpoint"
+        )
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
