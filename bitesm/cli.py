@@ -14,6 +14,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation import proteingym
+    from .hub import cli as hub_cli
     from .lora import cli as lora_cli
     from .models import long as long_model
     from .ptq import cli as ptq_cli
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     long_model.add_cli_arguments(long)
     long.set_defaults(handler=long_model.cli_main)
+    push = commands.add_parser("push", help="upload a model or run folder to the HuggingFace Hub with a model card")
+    hub_cli.add_cli_arguments(push)
+    push.set_defaults(handler=hub_cli.cli_main)
     return parser
 
 

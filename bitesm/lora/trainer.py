@@ -264,6 +264,13 @@ class LoraTrainer(Trainer):
 
     # -- output ----------------------------------------------------------------------------------------------
 
+    def write_model_folder(self, folder: Path) -> None:
+        """Write the adapter (with its ``lora_base.json`` and tokenizer), ``training_config.yaml`` and
+        ``trainer_state.json`` into ``folder``: the ``model/`` folder of each checkpoint of a LoRA run."""
+        save_adapter(self.accelerator.unwrap_model(self.model), folder, self.base_spec, self.tokenizer)
+        (folder / "training_config.yaml").write_text(yaml.safe_dump(self.config.to_dict()))
+        atomic_write_json(folder / "trainer_state.json", dataclasses.asdict(self.state))
+
     def save_final_model(self) -> Path:
         """Save the adapter to ``output_dir/adapter`` (and ``merged/`` with ``lora.merge``), then reload it on its
         base and record the largest logit difference from the trained model (``adapter_check.json``)."""

@@ -2,7 +2,8 @@
 
 A checkpoint is a folder ``<output_dir>/checkpoints/checkpoint-<step:08d>`` written by Accelerate's ``save_state``
 (model, optimizer, scheduler, per-process RNG states) plus ``trainer_state.json`` (step, epoch, position in the
-epoch, tokens, elapsed time) and one ``collator_rng_<rank>.pt`` per process (the MLM collator's generator). It is
+epoch, tokens, elapsed time), one ``collator_rng_<rank>.pt`` per process (the MLM collator's generator) and ``model/``,
+the model in HF format (what ``bitesm eval watch`` evaluates and Hub pushes upload). It is
 first written under a hidden temporary name and renamed into place only when complete, so a run killed at any
 moment (even SIGKILL during a save) leaves only complete checkpoints under their final names.
 """
@@ -17,6 +18,8 @@ from pathlib import Path
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
+#: The HF-format model folder (``save_pretrained`` + tokenizer) inside every checkpoint, loadable with from_pretrained.
+CHECKPOINT_MODEL_DIR = "model"
 
 
 def checkpoint_name(step: int) -> str:

@@ -93,6 +93,12 @@ class TrainingConfig:
         mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"`` (Accelerate autocast).
         eval_every, save_every, log_every: intervals in optimizer steps (0 disables eval/save).
         keep_checkpoints: resumable checkpoints kept on disk (oldest deleted first).
+        push_to_hub_repo: HuggingFace Hub model repository (``ORG/NAME``) that checkpoints are pushed to, with a
+            generated model card (:func:`bitesm.hub.push.push_to_hub`; the token comes from ``HF_TOKEN`` or the
+            cached login), or ``None``.
+        push_every_checkpoints: push the model after every N-th checkpoint (commit message ``checkpoint step S``);
+            0 never pushes. A failed push is logged and training continues. Not supported by ``bitesm lora``.
+        hub_private: create the Hub repository private.
     """
 
     seed: int = 0
@@ -114,6 +120,9 @@ class TrainingConfig:
     save_every: int = 1000
     log_every: int = 10
     keep_checkpoints: int = 2
+    push_to_hub_repo: str | None = None
+    push_every_checkpoints: int = 0
+    hub_private: bool = False
 
 
 @dataclass
@@ -317,6 +326,7 @@ def validate(config: Config) -> Config:
         _require(getattr(t, key) >= 0, f"training.{key}", getattr(t, key), "use a non-negative int (0 disables)")
     _require(t.log_every >= 1, "training.log_every", t.log_every, "use a positive int")
     _require(t.keep_checkpoints >= 1, "training.keep_checkpoints", t.keep_checkpoints, "use a positive int")
+    _validate_hub(t, config)
     from transformers import SchedulerType
 
     names = [s.value for s in SchedulerType]
@@ -330,6 +340,39 @@ def validate(config: Config) -> Config:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_hub(t: TrainingConfig, config: Config) -> None:
+    """The Hub push keys of ``training``: ``push_to_hub_repo``, ``push_every_checkpoints``, ``hub_private``."""
+    _require(_is_int(t.push_every_checkpoints) and t.push_every_checkpoints >= 0, "training.push_every_checkpoints",
+             t.push_every_checkpoints, "use a non-negative int (0 never pushes)")
+    _require(isinstance(t.hub_private, bool), "training.hub_private", t.hub_private, "use true or false")
+    repo = t.push_to_hub_repo
+    _require(repo is None or (isinstance(repo, str) and repo.strip() != ""), "training.push_to_hub_repo", repo,
+             "use a Hub repository id ORG/NAME, or null")
+    if repo is not None:
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(repo)
+        except ValueError as err:
+            raise ConfigError(f"training.push_to_hub_repo={repo!r} is not a valid Hub repository id ({err}): "
+                              "use ORG/NAME") from err
+    if t.push_every_checkpoints == 0:
+        return
+    if repo is None:
+        raise ConfigError(
+            f"training.push_every_checkpoints={t.push_every_checkpoints} needs training.push_to_hub_repo: set it to "
+            "the Hub repository ORG/NAME, or set push_every_checkpoints to 0"
+        )
+    _require(t.save_every > 0, "training.save_every", t.save_every,
+             f"push_every_checkpoints={t.push_every_checkpoints} pushes after checkpoints, but save_every=0 saves "
+             "none: set save_every > 0, or push_every_checkpoints to 0")
+    if config.lora is not None:
+        raise ConfigError(
+            "training.push_every_checkpoints is not supported by bitesm lora (an adapter is not a standalone model "
+            "folder); set it to 0, or push a merged model with 'bitesm push'"
+        )
 
 
 def _validate_lora(lora: LoraTrainConfig, m: ModelConfig) -> None:

@@ -243,6 +243,7 @@ class Trainer:
         # Stepped once per optimizer step by this loop (not by Accelerate, which would step it once per process).
         acc.register_for_checkpointing(self.scheduler)
         self.state = TrainerState()
+        self.checkpoints_saved: int | None = None  # this run's checkpoint count, for push_every_checkpoints
 
     # -- what a run trains (overridden by bitesm.lora.LoraTrainer) ----------------------------------------------
 
@@ -331,8 +332,11 @@ class Trainer:
         acc.wait_for_everyone()
         final = tmp
         if acc.is_main_process:
+            # An HF-format model folder inside the checkpoint: what `bitesm eval watch` evaluates and Hub pushes send.
+            self.write_model_folder(tmp / ckpt.CHECKPOINT_MODEL_DIR)
             atomic_write_json(tmp / ckpt.TRAINER_STATE, dataclasses.asdict(self.state))
             final = ckpt.publish_checkpoint(tmp, self.config.training.keep_checkpoints)
+            self._maybe_push(self.state.step, final / ckpt.CHECKPOINT_MODEL_DIR)
         acc.wait_for_everyone()
         return final
 
@@ -532,13 +536,60 @@ class Trainer:
             tmp = self.output_dir / f".tmp-{FINAL_MODEL_DIR}"
             if tmp.exists():
                 shutil.rmtree(tmp)
-            acc.unwrap_model(self.model).save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
-            (tmp / "training_config.yaml").write_text(yaml.safe_dump(self.config.to_dict()))
-            atomic_write_json(tmp / "trainer_state.json", dataclasses.asdict(self.state))
+            self.write_model_folder(tmp)
             ckpt.replace_dir(tmp, final)
         acc.wait_for_everyone()
         return final
+
+    def write_model_folder(self, folder: Path) -> None:
+        """Write the HF-format model (with its remote code), tokenizer, ``training_config.yaml`` and
+        ``trainer_state.json`` of the current step into ``folder`` (call on the main process only).
+
+        Args:
+            folder: the folder to write (created if missing; files of the same names are replaced).
+        """
+        self.accelerator.unwrap_model(self.model).save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        (folder / "training_config.yaml").write_text(yaml.safe_dump(self.config.to_dict()))
+        atomic_write_json(folder / "trainer_state.json", dataclasses.asdict(self.state))
+
+    # -- Hub ---------------------------------------------------------------------------------------------------
+
+    def _maybe_push(self, step: int, folder: Path) -> None:
+        """After a checkpoint is published (main process): push its model ``folder`` to
+        ``training.push_to_hub_repo`` if this is the N-th checkpoint, N = ``training.push_every_checkpoints`` (0: never).
+
+        Checkpoints are counted from the start of the run (a resumed run counts the ``save_every`` checkpoints
+        before its first step). The folder is pushed with :func:`bitesm.hub.push.push_to_hub` (commit message
+        ``checkpoint step N``, the run's TensorBoard events included); it is read, never modified. A failed push is
+        logged as a warning; training continues.
+        """
+        t = self.config.training
+        if not t.push_every_checkpoints:
+            return
+        if self.checkpoints_saved is None:  # checkpoints of the run before this process (resume) or none
+            self.checkpoints_saved = (step - 1) // t.save_every if t.save_every else 0
+        self.checkpoints_saved += 1
+        if self.checkpoints_saved % t.push_every_checkpoints:
+            return
+        from ..hub.push import push_to_hub
+
+        try:
+            tensorboard = self.output_dir / "tensorboard"
+            result = push_to_hub(
+                folder,
+                t.push_to_hub_repo,
+                private=t.hub_private,
+                revision=None,
+                commit_message=f"checkpoint step {step}",
+                tensorboard_dir=tensorboard if tensorboard.is_dir() else None,
+            )
+            logger.info("pushed checkpoint step %d to %s: %s", step, t.push_to_hub_repo, result.get("commit_url"))
+        except Exception as err:  # noqa: BLE001  (a push must never stop training)
+            logger.warning(
+                "push of checkpoint step %d to %s failed; training continues: %s: %s",
+                step, t.push_to_hub_repo, type(err).__name__, err,
+            )
 
     def evaluate_proteingym(self, model_dir: Path) -> dict:
         """Masked-marginals ProteinGym evaluation of the final model; writes ``eval/proteingym.json``."""

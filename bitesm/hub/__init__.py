@@ -1,0 +1,16 @@
+"""Publishing checkpoints on the HuggingFace Hub: the generated model card (:mod:`bitesm.hub.model_card`), the
+push with validation, staging and retries (:mod:`bitesm.hub.push`) and ``bitesm push`` (:mod:`bitesm.hub.cli`)."""
+
+from .model_card import evaluation_markdown, find_evaluation, load_evaluation, model_card
+from .push import HubPushError, push_to_hub, resolve_model_dir, validate_model_folder
+
+__all__ = [
+    "HubPushError",
+    "evaluation_markdown",
+    "find_evaluation",
+    "load_evaluation",
+    "model_card",
+    "push_to_hub",
+    "resolve_model_dir",
+    "validate_model_folder",
+]
