@@ -13,7 +13,9 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluation import compare as eval_compare
     from .evaluation import proteingym
+    from .evaluation import run as eval_run
     from .hub import cli as hub_cli
     from .lora import cli as lora_cli
     from .models import long as long_model
@@ -40,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     pg = suites.add_parser("proteingym", help="ProteinGym zero-shot DMS Spearman by masked-marginals")
     proteingym.add_cli_arguments(pg)
     pg.set_defaults(handler=proteingym.cli_main)
+    run = suites.add_parser(
+        "run", help="evaluate a model on suites (proteingym) with results cached by content: reruns are cheap"
+    )
+    eval_run.add_run_arguments(run)
+    run.set_defaults(handler=eval_run.run_cli_main)
+    watch = suites.add_parser("watch", help="evaluate every new checkpoint of a bitesm train run as it appears")
+    eval_run.add_watch_arguments(watch)
+    watch.set_defaults(handler=eval_run.watch_cli_main)
+    cmp = suites.add_parser(
+        "compare", help="compare ProteinGym results: markdown table with bootstrap errors and Z-tests, PNG plots"
+    )
+    eval_compare.add_cli_arguments(cmp)
+    cmp.set_defaults(handler=eval_compare.cli_main)
     ptq = commands.add_parser(
         "ptq", help="post-training quantization (PTQ4Protein): 'bitesm ptq --model ... --output DIR' or 'bitesm ptq analyze'"
     )

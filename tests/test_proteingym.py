@@ -377,8 +377,11 @@ def test_cli_defaults():
     a = parser().parse_args(["--model", "some/dir"])
     assert a.assays == str(SUBS) and a.reference is None and a.output is None
     assert a.batch_size == 32 and a.dtype == "float32" and a.device is None and a.assay_ids is None
+    assert a.strategy == "masked-marginals"
     with pytest.raises(SystemExit):
-        parser().parse_args(["--model", "x", "--dtype", "float16"])
+        parser().parse_args(["--model", "x", "--dtype", "int8"])
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--model", "x", "--strategy", "pll"])
 
 
 def test_cli_main_end_to_end(model, tmp_path, capsys):

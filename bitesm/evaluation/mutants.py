@@ -19,6 +19,7 @@ from ..data.fasta import ESM_RESIDUES, STANDARD_AMINO_ACIDS
 __all__ = [
     "ALLOWED_MUTANT_RESIDUES",
     "MutantMismatchError",
+    "apply_mutant",
     "parse_mutant",
     "validate_mutants",
 ]
@@ -143,3 +144,27 @@ def validate_mutants(target_seq: str, mutants: Iterable[str], assay_id: str = "<
             "ProteinGym release (e.g. DMS_substitutions.csv of v1.3 with the v1.3 substitution "
             "files), and that mutants are written as <wt><1-based position><mt>, joined by ':'."
         )
+
+
+def apply_mutant(target_seq: str, mutant: str) -> str:
+    """The mutated sequence: ``target_seq`` with every substitution of ``mutant`` applied.
+
+    Mirrors ``get_mutated_sequence`` in ``proteingym/utils/scoring_utils.py`` (multi-mutants too).
+
+    Args:
+        target_seq: wild-type sequence, length ``L``.
+        mutant: ``"A23C"`` or ``"A23C:G45W"`` (1-based positions).
+
+    Returns:
+        The mutated sequence, length ``L``.
+
+    Raises:
+        MutantMismatchError: the mutant is malformed, out of range, or its wild-type residue does not match.
+    """
+    problem = _problem(target_seq, mutant)
+    if problem is not None:
+        raise MutantMismatchError(f"{problem[0].upper()}{problem[1:]}. Fix: use mutants written on this target_seq.")
+    residues = list(target_seq)
+    for _, pos, mt in parse_mutant(mutant):
+        residues[pos - 1] = mt.upper()
+    return "".join(residues)

@@ -1,48 +1,19 @@
-"""Zero-shot ProteinGym substitution benchmark with the ESM masked-marginals strategy.
+"""ProteinGym zero-shot substitution benchmark: assays, scores, ProteinGym's metrics and summary.
 
-Scoring follows ProteinGym's ESM baseline exactly (``proteingym/baselines/esm/compute_fitness.py``,
-``--scoring-strategy masked-marginals``, the strategy used for the ESM2 rows of the leaderboard,
-see ``scripts/scoring_DMS_zero_shot/scoring_ESM2_substitutions.sh``), which implements the
-masked-marginal score of Meier et al. 2021 (ESM-1v, "Language models enable zero-shot prediction
-of the effects of mutations on protein function", eq. 1) as used for ESM-2 (Lin et al. 2023):
+The protocol of ProteinGym (Notin et al., NeurIPS 2023; OATML-Markslab/ProteinGym) for a masked language model:
 
-    score(mutant) = sum over its substitutions (i, wt -> mt) of
-                    log p(x_i = mt | x_{-i}) - log p(x_i = wt | x_{-i})
+* **scores** per mutant with one of ProteinGym's ESM strategies (:mod:`bitesm.evaluation.scoring`:
+  masked-marginals, the strategy of the ESM-2 leaderboard rows, wt-marginals or pseudo-ppl), with ProteinGym's
+  window rules for long proteins and whole sequences for long models;
+* **metrics** per assay (:mod:`bitesm.evaluation.metrics`): Spearman's rho against ``DMS_score``, AUC and MCC
+  against ``DMS_score_bin``, NDCG and top-10% recall, as ``proteingym/performance_DMS_benchmarks.py`` defines them;
+* **summary** (:mod:`bitesm.evaluation.aggregation`): ProteinGym's aggregation (mean per UniProt ID, then per
+  coarse selection type, then the mean of those) with its bootstrap standard error, next to the published ESM-2
+  (8M) and (35M) values when the reference table has them.
 
-where ``x_{-i}`` is the *wild-type* sequence with position ``i`` replaced by ``<mask>``.
-
-Long sequences (ProteinGym's "optimal" scoring window, the default ``--scoring-window optimal``):
-the tokenized sequence ``<cls> seq <eos>`` has ``T = len(seq) + 2`` tokens. When ``T`` exceeds the
-model window ``W`` (ProteinGym hard-codes ``W = 1024`` tokens for ESM, i.e. 1,022 residues plus
-``<cls>``/``<eos>``), the masked token sequence for token index ``i`` (``i = position + 1``
-because of ``<cls>``) is cropped to ``tokens[start:end]`` with ``get_optimal_window`` from
-``proteingym/utils/scoring_utils.py``::
-
-    half = W // 2
-    if T <= W:                 [0, T]
-    elif i < half:             [0, W]
-    elif i >= T - half:        [T - W, T]
-    else:                      [max(0, i - half), min(T, i + half)]
-
-The crop is a plain slice: a window in the middle of the protein contains no ``<cls>``/``<eos>``
-token, exactly as in ProteinGym. The log-probabilities are read at index ``i - start``.
-
-Here ``W = max_residues + 2``; by default ``max_residues = config.max_position_embeddings - 4``,
-because ESM configs count the padding offset of the learned position embeddings
-(``padding_idx + 1 = 2``) in ``max_position_embeddings``: ESM-2's ``max_position_embeddings = 1026``
-gives ``W = 1024`` tokens = 1,022 residues, ProteinGym's value.
-
-Which window (the rule, :func:`scoring_window`):
-
-* a **long model** (``model.config.attention_window`` set: Long ESM-2's sliding-window attention, de Oliveira
-  et al. 2024, arXiv 2501.07747) scores every position on the **full sequence**, ``T`` tokens in one pass
-  whatever the length: its attention is linear in the length and its rotary positions have no limit, so
-  nothing is cropped (``"scoring_window": "full"`` in the results);
-* any other model uses ProteinGym's optimal window above with ``W = max_residues + 2``
-  (``"scoring_window": "optimal"``, ``"model_window": W``); proteins with ``T <= W`` are not cropped.
-
-An explicit ``max_residues`` applies ProteinGym's window with that ``W`` to either kind of model (e.g. to score
-a long model as if it had ESM-2's context).
+Assays come from a folder of ProteinGym ``<DMS_id>.csv`` files plus the reference file ``DMS_substitutions.csv``
+(bitesm ships 18 assays and the v1.3 reference in ``data/proteingym``; ``python data/fetch_proteingym.py`` fetches
+all 217).
 """
 
 from __future__ import annotations
@@ -60,29 +31,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from ..data.collator import encode_protein
-from ..data.tokenizer import load_tokenizer
 from ..io import atomic_write_json
-from .context import attention_window, default_max_residues
-from .mutants import MutantMismatchError, parse_mutant, validate_mutants
+from .context import attention_window
+from .mutants import MutantMismatchError, apply_mutant, validate_mutants
+from .aggregation import aggregate, bootstrap_standard_error
+from .cache import ResultCache, file_fingerprint, model_fingerprint, text_fingerprint
+from .metrics import METRICS, assay_metrics
+from .model_loading import DTYPES, ModelLoadError, load_masked_lm, resolve_device
+from .scoring import STRATEGIES, ProteinGymInputError, score_mutants, scoring_window
 
 __all__ = [
-    "ProteinGymInputError",
     "PUBLISHED_MODELS",
-    "get_optimal_window",
-    "default_max_residues",
-    "scoring_window",
-    "encode_sequence",
-    "masked_marginals_scores",
+    "SCORES_VERSION",
     "load_assay",
     "load_reference",
     "load_published",
     "find_assay_files",
     "evaluate_assay",
     "evaluate_proteingym",
+    "summarize",
     "add_cli_arguments",
     "cli_main",
 ]
@@ -94,287 +63,6 @@ _PUBLISHED_FILENAME = "DMS_substitutions_Spearman_DMS_level.csv"
 #: Published ProteinGym columns copied into the results: column name -> result key suffix.
 PUBLISHED_MODELS = {"ESM2 (8M)": "ESM2_8M", "ESM2 (35M)": "ESM2_35M"}
 _ASSAY_SUFFIXES = (".csv.gz", ".csv")
-
-
-class ProteinGymInputError(ValueError):
-    """An input of the ProteinGym evaluation (assay file, reference, assay id) is unusable.
-
-    The message names the input and how to fix it.
-    """
-
-
-# ----------------------------------------------------------------------------------------------
-# Scoring
-# ----------------------------------------------------------------------------------------------
-def get_optimal_window(
-    mutation_position_relative: int, seq_len_wo_special: int, model_window: int
-) -> tuple[int, int]:
-    """ProteinGym's scoring window for one masked token of a long sequence.
-
-    Verbatim port of ``get_optimal_window`` in ``proteingym/utils/scoring_utils.py``
-    (OATML-Markslab/ProteinGym). Despite ProteinGym's argument name, ``compute_fitness.py`` calls
-    it with the token index (``<cls>`` at 0) and ``len(sequence) + 2`` -- the length *with*
-    ``<cls>``/``<eos>`` -- and ``model_window=1024``; use it the same way.
-
-    Args:
-        mutation_position_relative: token index ``i`` of the masked token (residue position
-            ``p`` (1-based) has token index ``p`` because ``<cls>`` occupies index 0).
-        seq_len_wo_special: total number of tokens ``T`` (residues + 2).
-        model_window: window length ``W`` in tokens.
-
-    Returns:
-        ``(start, end)``: slice bounds into the token sequence (``end`` exclusive). ``end - start``
-        is ``T`` if ``T <= W``, else ``W`` at the two ends and ``2 * (W // 2)`` in the middle.
-    """
-    half_model_window = model_window // 2
-    if seq_len_wo_special <= model_window:
-        return 0, seq_len_wo_special
-    elif mutation_position_relative < half_model_window:
-        return 0, model_window
-    elif mutation_position_relative >= seq_len_wo_special - half_model_window:
-        return seq_len_wo_special - model_window, seq_len_wo_special
-    else:
-        return (
-            max(0, mutation_position_relative - half_model_window),
-            min(seq_len_wo_special, mutation_position_relative + half_model_window),
-        )
-
-
-def scoring_window(model: Any, max_residues: int | None = None) -> tuple[str, int | None]:
-    """The window policy for ``model`` (module docstring: "Which window").
-
-    Args:
-        model: the scoring model (its ``config.attention_window`` and ``config.max_position_embeddings`` are read).
-        max_residues: explicit residues per pass; ``None`` = the model's own rule.
-
-    Returns:
-        ``("full", None)``: every masked copy is the whole ``<cls> seq <eos>`` (a long model with no explicit
-        ``max_residues``, or a model whose config gives no maximum); ``("optimal", W)``: ProteinGym's
-        :func:`get_optimal_window` with ``W = max_residues + 2`` tokens (``max_residues`` defaults to
-        :func:`default_max_residues`: ``W = 1024`` for ESM-2).
-
-    Raises:
-        ValueError: ``max_residues < 1``.
-    """
-    if max_residues is None:
-        if attention_window(model) is not None:
-            return "full", None
-        max_residues = default_max_residues(model)
-        if max_residues is None:
-            return "full", None
-    if int(max_residues) < 1:
-        raise ValueError(f"max_residues must be >= 1, got {max_residues}")
-    return "optimal", int(max_residues) + 2
-
-
-def encode_sequence(tokenizer: Any, sequence: str) -> torch.Tensor:
-    """Token ids of ``<cls> sequence <eos>``, one token per residue.
-
-    Identical to ``tokenizer(sequence)["input_ids"]`` for the ESM-2 tokenizer (and to fair-esm's
-    batch converter, which ProteinGym uses), without the per-call tokenizer overhead.
-
-    Args:
-        tokenizer: ESM-2 tokenizer (needs ``get_vocab()``, ``cls_token_id``, ``eos_token_id``).
-        sequence: residues, one letter each (upper-case).
-
-    Returns:
-        ``torch.int64`` tensor of shape ``(len(sequence) + 2,)`` on CPU.
-
-    Raises:
-        ProteinGymInputError: a residue has no token in the vocabulary.
-    """
-    if tokenizer.cls_token_id is None or tokenizer.eos_token_id is None:
-        raise ProteinGymInputError(
-            f"Tokenizer {type(tokenizer).__name__} has no <cls>/<eos> token; use the ESM-2 tokenizer."
-        )
-    try:
-        return torch.tensor(encode_protein(tokenizer, sequence), dtype=torch.long)
-    except ValueError as err:
-        raise ProteinGymInputError(f"{err} Use the ESM-2 tokenizer and the assay's own target_seq.") from err
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def _logits(output: Any) -> torch.Tensor:
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, dict):
-        return output["logits"]
-    return output[0]
-
-
-def _score_mutants(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    target_seq: str,
-    mutants: Sequence[str],
-    batch_size: int = 32,
-    max_residues: int | None = None,
-    device: Any = None,
-    progress: bool = False,
-    assay_id: str = "<assay>",
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Implementation of :func:`masked_marginals_scores`; also returns counts."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    seq = str(target_seq).strip().upper()
-    mutants = list(mutants)
-    validate_mutants(seq, mutants, assay_id)
-
-    mask_id = tokenizer.mask_token_id
-    if mask_id is None:
-        raise ProteinGymInputError(
-            f"Tokenizer {type(tokenizer).__name__} has no <mask> token; use the ESM-2 tokenizer."
-        )
-    vocab = tokenizer.get_vocab()
-    ids = encode_sequence(tokenizer, seq)
-    n_tokens = ids.numel()
-
-    policy, window = scoring_window(model, max_residues)
-
-    # Flatten substitutions: (mutant index, 0-based position, wt token, mt token).
-    mut_idx, pos0, wt_tok, mt_tok = [], [], [], []
-    for k, mutant in enumerate(mutants):
-        for wt, pos, mt in parse_mutant(mutant):
-            mut_idx.append(k)
-            pos0.append(pos - 1)
-            wt_tok.append(vocab[wt])
-            mt_tok.append(vocab[mt])
-    positions = sorted(set(pos0))
-    row_of = {p: r for r, p in enumerate(positions)}
-
-    # One masked copy per unique position; crop per ProteinGym's window; group equal lengths.
-    groups: dict[int, list[tuple[int, int, int]]] = defaultdict(list)  # length -> (row, i, start)
-    n_windowed = 0
-    for r, p in enumerate(positions):
-        i = p + 1  # token index (<cls> at 0)
-        if window is not None and n_tokens > window:
-            start, end = get_optimal_window(i, n_tokens, window)
-            n_windowed += 1
-        else:
-            start, end = 0, n_tokens
-        groups[end - start].append((r, i, start))
-    batches = [
-        (length, items[b : b + batch_size])
-        for length, items in sorted(groups.items())
-        for b in range(0, len(items), batch_size)
-    ]
-
-    if device is None:
-        device = _model_device(model)
-    else:
-        device = torch.device(device)
-        model.to(device)
-    n_vocab: int | None = None
-    log_probs: torch.Tensor | None = None  # (n_positions, vocab) float32, CPU
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for length, items in tqdm(
-                batches, desc=f"{assay_id}: masked marginals", disable=not progress, leave=False
-            ):
-                rows = torch.tensor([r for r, _, _ in items], dtype=torch.long)
-                rel = torch.tensor([i - s for _, i, s in items], dtype=torch.long)
-                batch = torch.stack([ids[s : s + length] for _, _, s in items])
-                batch[torch.arange(len(items)), rel] = mask_id
-                batch = batch.to(device)
-                out = model(input_ids=batch, attention_mask=torch.ones_like(batch))
-                logits = _logits(out)[torch.arange(len(items), device=device), rel.to(device)]
-                lp = torch.log_softmax(logits.float(), dim=-1).cpu()
-                if log_probs is None:
-                    n_vocab = lp.shape[-1]
-                    log_probs = torch.empty(len(positions), n_vocab, dtype=torch.float32)
-                log_probs[rows] = lp
-    finally:
-        model.train(was_training)
-
-    scores = np.zeros(len(mutants), dtype=np.float64)
-    if positions:
-        assert log_probs is not None
-        lp64 = log_probs.double().numpy()
-        r = np.array([row_of[p] for p in pos0], dtype=np.int64)
-        delta = lp64[r, np.array(mt_tok)] - lp64[r, np.array(wt_tok)]
-        np.add.at(scores, np.array(mut_idx, dtype=np.int64), delta)
-    info = {
-        "scoring_window": policy,
-        "model_window": window,
-        "max_forward_tokens": max((length for length, _ in batches), default=0),
-        "n_positions": len(positions),
-        "n_windowed_positions": n_windowed,
-        "n_forward_batches": len(batches),
-    }
-    return scores, info
-
-
-def masked_marginals_scores(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    target_seq: str,
-    mutants: Sequence[str],
-    batch_size: int = 32,
-    max_residues: int | None = None,
-    device: Any = None,
-    progress: bool = False,
-    assay_id: str = "<assay>",
-) -> np.ndarray:
-    """ESM masked-marginal scores of substitution mutants (ProteinGym's ESM-2 strategy).
-
-    For every *unique* mutated position ``p`` the wild-type sequence ``<cls> seq <eos>`` is copied
-    with token ``p`` (1-based; ``<cls>`` is token 0) replaced by ``<mask>``, kept whole for a long model
-    (``config.attention_window`` set) or else cropped with ProteinGym's optimal window if it is longer than the
-    model window (:func:`scoring_window`, the module docstring and :func:`get_optimal_window`), and run
-    through the model; the log-softmax (float32) of the logits
-    at the masked token gives ``log p(. | x_{-p})``. Then::
-
-        score(mutant) = sum over (wt, p, mt) in mutant of  log p(mt | x_{-p}) - log p(wt | x_{-p})
-
-    Up to ``batch_size`` masked copies of equal length go through one forward pass under
-    ``torch.inference_mode()``; the result equals scoring one position at a time.
-
-    Args:
-        model: masked LM with the ESM-2 vocabulary (``EsmForMaskedLM`` or a bitesm model), called as
-            ``model(input_ids=(B, T) int64, attention_mask=(B, T) int64)`` and returning logits of
-            shape ``(B, T, vocab)`` (any float dtype: fp32 or bf16). It is put in eval mode for the
-            call (training mode is restored) and moved to ``device`` if one is given.
-        tokenizer: the ESM-2 tokenizer (``transformers.EsmTokenizer``).
-        target_seq: wild-type sequence (upper-cased, as ProteinGym does), length ``L``.
-        mutants: ``N`` mutant strings, ``"A23C"`` or ``"A23C:G45W"``, 1-based positions on
-            ``target_seq``.
-        batch_size: masked sequences per forward pass.
-        max_residues: residues that fit in one forward pass with ``<cls>``/``<eos>`` (model window
-            ``W = max_residues + 2`` tokens). Default: none for a long model (full sequence, any length);
-            else :func:`default_max_residues`: ``config.max_position_embeddings - 4`` = 1,022 for ESM-2,
-            ProteinGym's ``W = 1024``. Given explicitly, ProteinGym's window with this ``W`` applies to
-            either kind of model.
-        device: where to run; default the model's device.
-        progress: show a tqdm bar over forward batches.
-        assay_id: name used in error messages.
-
-    Returns:
-        ``numpy.ndarray`` of shape ``(N,)``, dtype float64: log-likelihood ratios in nats (natural
-        log), in the order of ``mutants``; higher = predicted fitter.
-
-    Raises:
-        MutantMismatchError: a mutant is malformed or does not match ``target_seq`` (names the
-            assay and the mutant).
-        ProteinGymInputError: the tokenizer lacks ``<mask>``/``<cls>``/``<eos>`` or a residue token.
-        ValueError: ``batch_size < 1`` or ``max_residues < 1``.
-
-    Source: ``masked-marginals`` branch of ``main`` and ``label_row`` in
-    ``proteingym/baselines/esm/compute_fitness.py``; ``get_optimal_window`` in
-    ``proteingym/utils/scoring_utils.py`` (OATML-Markslab/ProteinGym); Meier et al. 2021 eq. 1.
-    """
-    scores, _ = _score_mutants(
-        model, tokenizer, target_seq, mutants, batch_size=batch_size, max_residues=max_residues,
-        device=device, progress=progress, assay_id=assay_id,
-    )
-    return scores
 
 
 # ----------------------------------------------------------------------------------------------
@@ -512,62 +200,112 @@ def find_assay_files(assays_dir: str | os.PathLike) -> dict[str, Path]:
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
+#: Version of the scores' computation, part of every cache key: bump it when scoring changes its numbers.
+SCORES_VERSION = 2
+
+
+def _check_mutated_sequences(df: pd.DataFrame, target_seq: str, assay_id: str) -> None:
+    """The file's ``mutated_sequence`` column, when present, must equal ``target_seq`` with the mutant applied."""
+    if "mutated_sequence" not in df.columns:
+        return
+    for row, (mutant, given) in enumerate(zip(df["mutant"], df["mutated_sequence"])):
+        if apply_mutant(target_seq, mutant) != str(given).strip().upper():
+            raise ProteinGymInputError(
+                f"Assay {assay_id}: row {row} (mutant {mutant!r}) has a mutated_sequence that is not target_seq with "
+                "that mutant applied. Fix: use the reference file (target_seq) of the same ProteinGym release as the "
+                "assay file."
+            )
+
+
 def evaluate_assay(
     model: torch.nn.Module,
     tokenizer: Any,
     assay_csv: str | os.PathLike,
     target_seq: str,
     assay_id: str | None = None,
+    strategy: str = "masked-marginals",
+    cache: ResultCache | None = None,
+    cache_key: dict[str, Any] | None = None,
     **scoring_kwargs: Any,
 ) -> dict[str, Any]:
-    """Score one ProteinGym assay and correlate with the measurements.
+    """Score one ProteinGym assay and compute ProteinGym's metrics.
 
     Args:
-        model, tokenizer: as in :func:`masked_marginals_scores`.
-        assay_csv: ``<DMS_id>.csv`` or ``.csv.gz`` (columns ``mutant``, ``DMS_score``).
+        model, tokenizer: as in :func:`bitesm.evaluation.scoring.score_mutants`.
+        assay_csv: ``<DMS_id>.csv`` or ``.csv.gz`` (columns ``mutant``, ``DMS_score``; ``DMS_score_bin`` for AUC and
+            MCC; ``mutated_sequence``, when present, is checked against ``target_seq`` + mutant).
         target_seq: the assay's reference sequence (``target_seq`` in ``DMS_substitutions.csv``).
         assay_id: name for the result and errors; default the file name without ``.csv[.gz]``.
-        **scoring_kwargs: passed to :func:`masked_marginals_scores` (``batch_size``,
-            ``max_residues``, ``device``, ``progress``).
+        strategy: one of :data:`bitesm.evaluation.scoring.STRATEGIES`.
+        cache: where scores are looked up and stored (:class:`bitesm.evaluation.cache.ResultCache`); needs
+            ``cache_key``.
+        cache_key: what the scores depend on besides this assay (model fingerprint, dtype, device type, ...); the
+            assay file's hash, ``target_seq``, ``strategy``, the window settings and :data:`SCORES_VERSION` are
+            added here.
+        **scoring_kwargs: passed to :func:`score_mutants` (``batch_size``, ``max_residues``, ``device``,
+            ``progress``).
 
     Returns:
-        ``{"DMS_id": str, "n_mutants": int, "seq_len": int (residues), "scoring_window": "full" (whole
-        sequence in every pass: a long model) or "optimal" (ProteinGym's window policy),
-        "model_window": int tokens ``W`` of the optimal policy or None for "full",
-        "max_forward_tokens": int (longest token sequence given to the model: ``seq_len + 2`` for "full",
-        ``<= W`` for "optimal"), "n_positions": int (unique mutated positions = forward sequences),
-        "n_windowed_positions": int (positions whose sequence was cropped), "spearman": float
-        (``scipy.stats.spearmanr(scores, DMS_score)``; NaN if undefined), "seconds": float (wall
-        time incl. file reading), "positions_per_second": float}``.
+        ``{"DMS_id", "n_mutants", "seq_len" (residues), "strategy", "scoring_window": "full" | "optimal",
+        "model_window": W tokens or None, "max_forward_tokens", "n_positions", "n_windowed_positions",
+        "spearman", "auc", "mcc", "ndcg", "recall" (:func:`bitesm.evaluation.metrics.assay_metrics`; AUC and MCC
+        None without ``DMS_score_bin``), "cached": bool, "seconds": float (wall time incl. file reading),
+        "positions_per_second": float (scored forward sequences per second; NaN when cached), "scores": list of
+        float (per mutant, file order)}``.
 
     Raises:
-        FileNotFoundError / ProteinGymInputError: see :func:`load_assay`.
+        FileNotFoundError / ProteinGymInputError: see :func:`load_assay`; a ``mutated_sequence`` that disagrees.
         MutantMismatchError: a mutant does not match ``target_seq`` (names the assay).
+        ValueError: ``cache`` without ``cache_key``.
 
-    Source: Spearman per assay is ProteinGym's headline zero-shot metric (Notin et al. 2023).
+    Source: ProteinGym (Notin et al. 2023), ``proteingym/baselines/esm/compute_fitness.py`` and
+    ``proteingym/performance_DMS_benchmarks.py``.
     """
     t0 = time.perf_counter()
     name = Path(assay_csv).name
     if assay_id is None:
         assay_id = next((name[: -len(s)] for s in _ASSAY_SUFFIXES if name.endswith(s)), name)
+    if cache is not None and cache_key is None:
+        raise ValueError("evaluate_assay: a cache needs a cache_key (at least the model fingerprint)")
     df = load_assay(assay_csv)
-    scores, info = _score_mutants(
-        model, tokenizer, target_seq, df["mutant"].tolist(), assay_id=assay_id, **scoring_kwargs
-    )
-    rho = float(spearmanr(scores, df["DMS_score"].to_numpy(dtype=np.float64)).statistic)
+    seq = str(target_seq).strip().upper()
+    validate_mutants(seq, df["mutant"].tolist(), assay_id)
+    _check_mutated_sequences(df, seq, assay_id)
+    policy, window = scoring_window(model, scoring_kwargs.get("max_residues"))
+    key = None
+    if cache is not None:
+        key = {**cache_key, "assay_file": file_fingerprint(assay_csv), "target_seq": text_fingerprint(seq),
+               "strategy": strategy, "scoring_window": policy, "model_window": window,
+               "scores_version": SCORES_VERSION}
+    hit = cache.get("proteingym", key) if cache is not None else None
+    if hit is not None:
+        scores, info = np.asarray(hit["scores"], dtype=np.float64), hit["info"]
+    else:
+        scores, info = score_mutants(
+            model, tokenizer, seq, df["mutant"].tolist(), strategy=strategy, assay_id=assay_id, **scoring_kwargs
+        )
+        if cache is not None:
+            cache.put("proteingym", key, {"scores": scores.tolist(), "info": info})
+    bins = df["DMS_score_bin"].to_numpy() if "DMS_score_bin" in df.columns else None
+    metrics = assay_metrics(scores, df["DMS_score"].to_numpy(dtype=np.float64), bins)
     seconds = time.perf_counter() - t0
     return {
         "DMS_id": assay_id,
         "n_mutants": int(len(df)),
-        "seq_len": len(str(target_seq).strip()),
+        "seq_len": len(seq),
+        "strategy": strategy,
         "scoring_window": info["scoring_window"],
         "model_window": info["model_window"],
         "max_forward_tokens": info["max_forward_tokens"],
         "n_positions": info["n_positions"],
         "n_windowed_positions": info["n_windowed_positions"],
-        "spearman": rho,
+        **metrics,
+        "cached": hit is not None,
         "seconds": seconds,
-        "positions_per_second": info["n_positions"] / seconds if seconds > 0 else float("nan"),
+        "positions_per_second": (
+            float("nan") if hit is not None or seconds <= 0 else info["n_forward_sequences"] / seconds
+        ),
+        "scores": scores.tolist(),
     }
 
 
@@ -579,8 +317,61 @@ def _model_name(model: Any) -> str:
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return float(np.mean(vals)) if vals else None
+
+
+def summarize(
+    assays: Sequence[dict[str, Any]], reference: pd.DataFrame, published: dict[str, dict] | None = None,
+    n_bootstrap: int = 10_000, seed: int = 0,
+) -> dict[str, Any]:
+    """ProteinGym's summary of per-assay results, with bootstrap standard errors and the published ESM-2 values.
+
+    Args:
+        assays: per-assay dicts of :func:`evaluate_assay` (keys ``DMS_id`` and the :data:`METRICS`).
+        reference: ProteinGym's ``DMS_substitutions.csv`` (columns ``DMS_id``, ``UniProt_ID``,
+            ``coarse_selection_type``).
+        published: :func:`load_published` output, or ``None``.
+        n_bootstrap, seed: bootstrap resamples (ProteinGym uses 10,000) and the generator seed.
+
+    Returns:
+        ``{"summary": {metric: ProteinGym average, f"{metric}_bootstrap_se": float, ...},
+        "summary_by_selection_type": {metric: {coarse_selection_type: float}},
+        "published_summary": {"ESM2_8M": {"spearman": ProteinGym average over the same assays}, ...}}``; metrics
+        that are None for every assay are left out.
+
+    Raises:
+        AggregationInputError: an assay has no row in ``reference`` or a column is missing (from
+            :func:`bitesm.evaluation.aggregation.aggregate`).
+
+    Source: ``main`` and ``compute_bootstrap_standard_error_functional_categories`` in
+    ``proteingym/performance_DMS_benchmarks.py`` (per-assay values rounded to 3 decimals, as there).
+    """
+    ids = [a["DMS_id"] for a in assays]
+    summary: dict[str, Any] = {}
+    by_type: dict[str, Any] = {}
+    for metric in METRICS:
+        values = [a.get(metric) for a in assays]
+        if all(v is None for v in values):
+            continue
+        per_assay = pd.DataFrame({"DMS_id": ids, "model": [np.nan if v is None else v for v in values]})
+        agg = aggregate(per_assay, reference, metric)["model"]
+        summary[metric] = agg["average"]
+        summary[f"{metric}_bootstrap_se"] = bootstrap_standard_error(
+            per_assay, reference, n_resamples=n_bootstrap, seed=seed
+        )["model"]
+        by_type[metric] = agg["by_selection_type"]
+    out: dict[str, Any] = {"summary": summary, "summary_by_selection_type": by_type}
+    if published is not None:
+        pub_summary = {}
+        for key in PUBLISHED_MODELS.values():
+            vals = [published.get(i, {}).get(key) for i in ids]
+            if any(v is None for v in vals):
+                continue
+            per_assay = pd.DataFrame({"DMS_id": ids, key: vals})
+            pub_summary[key] = {"spearman": aggregate(per_assay, reference, "spearman")[key]["average"]}
+        out["published_summary"] = pub_summary
+    return out
 
 
 def evaluate_proteingym(
@@ -596,35 +387,42 @@ def evaluate_proteingym(
     progress: bool = True,
     max_residues: int | None = None,
     model_name: str | None = None,
+    strategy: str = "masked-marginals",
+    cache: ResultCache | None = None,
+    model_hash: str | None = None,
+    n_bootstrap: int = 10_000,
 ) -> dict[str, Any]:
-    """Zero-shot ProteinGym substitution benchmark (masked marginals) over a folder of assays.
+    """The ProteinGym zero-shot substitution benchmark over a folder of assays (module docstring).
 
     Args:
-        model, tokenizer: as in :func:`masked_marginals_scores`.
+        model, tokenizer: as in :func:`bitesm.evaluation.scoring.score_mutants`.
         assays_dir: folder of ``<DMS_id>.csv`` / ``<DMS_id>.csv.gz`` assay files.
-        reference_csv: ProteinGym ``DMS_substitutions.csv`` giving ``target_seq`` per ``DMS_id``.
-        output_json: if given, the result is written there atomically (temp file + ``os.replace``);
-            NaN is written as ``null``.
+        reference_csv: ProteinGym ``DMS_substitutions.csv`` (``target_seq``, ``UniProt_ID``,
+            ``coarse_selection_type`` per ``DMS_id``).
+        output_json: if given, the result is written there atomically; NaN is written as ``null``.
         assay_ids: restrict to these ``DMS_id`` s (list or comma-separated string).
-        published_csv: ProteinGym ``DMS_substitutions_Spearman_DMS_level.csv``; default that file
-            next to ``reference_csv`` if it exists (else published values are omitted).
-        batch_size, device, max_residues: see :func:`masked_marginals_scores`.
-        progress: tqdm bars (assays and, per assay, forward batches).
+        published_csv: ProteinGym ``DMS_substitutions_Spearman_DMS_level.csv``; default that file next to
+            ``reference_csv`` if it exists (else published values are omitted).
+        batch_size, device, max_residues, strategy: see :func:`score_mutants`.
+        progress: tqdm bars (assays and, per assay, forward passes).
         model_name: ``"model"`` field; default ``model.name_or_path`` or the class name.
+        cache: look up and store each assay's scores (:class:`ResultCache`); keyed by ``model_hash`` (default
+            :func:`model_fingerprint` of ``model``), the weights' dtype, the device type, the strategy and window,
+            and the assay's data.
+        model_hash: the model's fingerprint when the caller already has it.
+        n_bootstrap: bootstrap resamples for the standard errors (ProteinGym: 10,000).
 
     Returns:
-        ``{"model": str, "strategy": "masked-marginals", "attention_window": int | None (the model's
-        sliding-window band, None for global attention), "n_assays": int, "mean_spearman": float,
-        "mean_published_spearman_ESM2_8M": float | None, "mean_published_spearman_ESM2_35M": ...,
-        "seconds": float, "assays": [per-assay dicts of :func:`evaluate_assay`, plus
-        "published_spearman_ESM2_8M"/"published_spearman_ESM2_35M" (float or None) when a
-        published file is used]}``. Means are unweighted over the evaluated assays (the published
-        means over the same assays).
+        ``{"model", "model_hash" (None without a cache), "strategy", "attention_window" (None for global
+        attention), "n_assays", "mean_spearman" (plain mean over assays), "summary", "summary_by_selection_type",
+        "published_summary" (see :func:`summarize`), "mean_published_spearman_ESM2_8M" / "..._ESM2_35M" (plain
+        means over the same assays), "n_cached_assays", "seconds", "assays": [:func:`evaluate_assay` dicts plus
+        "published_spearman_ESM2_8M" / "..._ESM2_35M" when a published file is used]}``.
 
     Raises:
         FileNotFoundError: missing assays folder / reference / published file.
-        ProteinGymInputError: unknown ``assay_ids``, or an assay missing from the reference (both
-            checked before any scoring).
+        ProteinGymInputError: unknown ``assay_ids``, or an assay missing from the reference (both checked before
+            any scoring).
         MutantMismatchError: an assay's mutant does not match its ``target_seq``.
     """
     t0 = time.perf_counter()
@@ -649,8 +447,8 @@ def evaluate_proteingym(
     if not_in_ref:
         raise ProteinGymInputError(
             f"Assay(s) {not_in_ref} from {assays_dir} have no row in reference {reference_csv} "
-            "(column DMS_id). Fix: use the DMS_substitutions.csv of the same ProteinGym release as "
-            "the assay files, or restrict with --assay-ids."
+            "(column DMS_id). Fix: use the DMS_substitutions.csv of the same ProteinGym release as the "
+            "assay files, or restrict with --assay-ids."
         )
     if published_csv is None:
         candidate = reference_csv.parent / _PUBLISHED_FILENAME
@@ -660,13 +458,20 @@ def evaluate_proteingym(
 
     if device is not None:
         model.to(torch.device(device))
+    cache_key = None
+    if cache is not None:
+        model_hash = model_hash or model_fingerprint(model)
+        param = next(model.parameters(), None)
+        cache_key = {"model": model_hash, "dtype": str(param.dtype) if param is not None else None,
+                     "device_type": (torch.device(device) if device is not None else
+                                     param.device if param is not None else torch.device("cpu")).type}
     results = []
-    bar = tqdm(files.items(), desc="ProteinGym", disable=not progress, unit="assay")
+    bar = tqdm(files.items(), desc=f"ProteinGym ({strategy})", disable=not progress, unit="assay")
     for dms_id, path in bar:
         bar.set_postfix_str(dms_id)
         res = evaluate_assay(
-            model, tokenizer, path, seq_of[dms_id], assay_id=dms_id, batch_size=batch_size,
-            max_residues=max_residues, progress=progress,
+            model, tokenizer, path, seq_of[dms_id], assay_id=dms_id, strategy=strategy, cache=cache,
+            cache_key=cache_key, batch_size=batch_size, max_residues=max_residues, progress=progress,
         )
         if published is not None:
             pub = published.get(dms_id, {})
@@ -676,16 +481,19 @@ def evaluate_proteingym(
 
     out: dict[str, Any] = {
         "model": model_name or _model_name(model),
-        "strategy": "masked-marginals",
+        "model_hash": model_hash,
+        "strategy": strategy,
         "attention_window": attention_window(model),
         "n_assays": len(results),
-        "mean_spearman": float(np.mean([r["spearman"] for r in results])),
+        "mean_spearman": _mean(r["spearman"] for r in results),
     }
+    has_summary_columns = {"UniProt_ID", "coarse_selection_type"} <= set(ref.columns)
+    if has_summary_columns:
+        out.update(summarize(results, ref, published, n_bootstrap=n_bootstrap))
     if published is not None:
         for key in PUBLISHED_MODELS.values():
-            out[f"mean_published_spearman_{key}"] = _mean(
-                r.get(f"published_spearman_{key}") for r in results
-            )
+            out[f"mean_published_spearman_{key}"] = _mean(r.get(f"published_spearman_{key}") for r in results)
+    out["n_cached_assays"] = sum(r["cached"] for r in results)
     out["seconds"] = time.perf_counter() - t0
     out["assays"] = results
     if output_json is not None:
@@ -711,11 +519,14 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--output", default=None, help="write the results JSON here")
     parser.add_argument("--assay-ids", default=None,
                         help="comma-separated DMS_ids to evaluate (default: all in --assays)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="masked-marginals",
+                        help="ProteinGym scoring strategy (default masked-marginals, the ESM-2 leaderboard's; "
+                             "pseudo-ppl costs one forward pass per residue of every mutant)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="masked sequences per forward pass (default 32)")
     parser.add_argument("--device", default=None,
                         help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
                         help="model weights dtype (log-softmax is always float32)")
     return parser
 
@@ -731,9 +542,6 @@ def cli_main(args: argparse.Namespace) -> int:
     Returns:
         0 on success; 2 on an input error (message on stderr naming the input and the fix).
     """
-    import bitesm  # noqa: F401  (registers bitesm model types with the Auto classes)
-    from transformers import AutoModelForMaskedLM
-
     def fail(msg: str) -> int:
         print(f"bitesm eval proteingym: error: {msg}", file=sys.stderr)
         return 2
@@ -744,24 +552,15 @@ def cli_main(args: argparse.Namespace) -> int:
     reference = Path(args.reference) if args.reference else assays.parent / "reference" / "DMS_substitutions.csv"
     if args.batch_size < 1:
         return fail(f"--batch-size must be >= 1, got {args.batch_size}.")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    device = resolve_device(args.device)
     try:
-        model = AutoModelForMaskedLM.from_pretrained(args.model, dtype=dtype)
-    except (OSError, ValueError) as err:
-        return fail(
-            f"cannot load --model {args.model!r}: {err}\nFix: pass a checkpoint folder containing "
-            "config.json and weights, or a Hub id available offline."
-        )
-    try:
-        tokenizer = load_tokenizer(args.model)
-        model.to(device)
+        model, tokenizer = load_masked_lm(args.model, args.dtype, device)
         result = evaluate_proteingym(
             model, tokenizer, assays, reference, output_json=args.output,
             assay_ids=args.assay_ids, batch_size=args.batch_size, device=device,
-            model_name=str(args.model),
+            model_name=str(args.model), strategy=args.strategy,
         )
-    except (FileNotFoundError, ProteinGymInputError, MutantMismatchError) as err:
+    except (FileNotFoundError, ProteinGymInputError, MutantMismatchError, ModelLoadError) as err:
         return fail(str(err))
 
     has_pub = "mean_published_spearman_ESM2_8M" in result
