@@ -1,9 +1,12 @@
 """The ``bitesm`` command: ``bitesm train``, ``bitesm lora``, ``bitesm lora merge``, ``bitesm eval proteingym``,
-``bitesm ptq``, ``bitesm ptq analyze`` and ``bitesm convert long``.
+``bitesm eval run``, ``bitesm eval watch``, ``bitesm eval compare``, ``bitesm embed``, ``bitesm ptq``,
+``bitesm ptq analyze``, ``bitesm convert long`` and ``bitesm push``.
 
 Each subcommand's arguments and behaviour live next to the library code they drive (``add_cli_arguments`` and
 ``cli_main`` in :mod:`bitesm.training.cli`, :mod:`bitesm.lora.cli`, :mod:`bitesm.evaluation.proteingym`,
-:mod:`bitesm.ptq.cli` and :mod:`bitesm.models.long`); the scripts in ``train/`` and ``eval/`` call the same functions.
+:mod:`bitesm.evaluation.run`, :mod:`bitesm.evaluation.compare`, :mod:`bitesm.evaluation.embeddings`,
+:mod:`bitesm.ptq.cli`, :mod:`bitesm.models.long` and :mod:`bitesm.hub.cli`); the scripts in ``train/`` and ``eval/``
+call the same functions.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation import compare as eval_compare
+    from .evaluation import embeddings
     from .evaluation import proteingym
     from .evaluation import run as eval_run
     from .hub import cli as hub_cli
@@ -55,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_compare.add_cli_arguments(cmp)
     cmp.set_defaults(handler=eval_compare.cli_main)
+    embed = commands.add_parser(
+        "embed", help="per-protein (and per-residue) embeddings of a FASTA file, proteins of any length, to safetensors"
+    )
+    embeddings.add_cli_arguments(embed)
+    embed.set_defaults(handler=embeddings.cli_main)
     ptq = commands.add_parser(
         "ptq", help="post-training quantization (PTQ4Protein): 'bitesm ptq --model ... --output DIR' or 'bitesm ptq analyze'"
     )

@@ -67,8 +67,10 @@ EVAL_RESULT = {
     "mean_spearman": 0.1234,
     "mean_published_spearman_ESM2_8M": 0.146,
     "mean_published_spearman_ESM2_35M": 0.2199,
-    "summary": {"spearman": 0.1111, "auc": 0.5555, "mcc": 0.0777, "ndcg": 0.6666, "recall": 0.1313,
-                "spearman_bootstrap_se": 0.0222},
+    "summary": {"spearman": 0.1111, "spearman_bootstrap_se": 0.0222, "auc": 0.5555, "auc_bootstrap_se": 0.0111,
+                "mcc": 0.0777, "mcc_bootstrap_se": 0.0123, "ndcg": 0.6666, "ndcg_bootstrap_se": 0.0333,
+                "recall": 0.1313, "recall_bootstrap_se": 0.0444},
+    "published_summary": {"ESM2_8M": {"spearman": 0.1501}, "ESM2_35M": {"spearman": 0.2302}},
     "assays": [
         {"DMS_id": "BLAT_ECOLX_Stiffler_2015", "n_mutants": 4996, "spearman": 0.2468, "auc": 0.6123, "mcc": 0.1357,
          "ndcg": 0.7531, "recall": 0.2109, "published_spearman_ESM2_8M": 0.399, "published_spearman_ESM2_35M": 0.557},
@@ -183,7 +185,8 @@ def snapshot(folder: Path) -> dict:
 def test_evaluation_markdown_renders_summary_and_per_assay_tables():
     text = evaluation_markdown(EVAL_RESULT)
     assert "| mean Spearman's ρ (2 assays) | 0.1234 | 0.1460 | 0.2199 |" in text
-    assert "| Spearman's ρ | 0.1111 ± 0.0222 |" in text and "| AUC | 0.5555 |" in text and "| NDCG | 0.6666 |" in text
+    assert "| Spearman's ρ | 0.111 ± 0.022 | 0.150 | 0.230 |" in text
+    assert "| AUC | 0.555 ± 0.011 | – | – |" in text and "| NDCG | 0.667 ± 0.033 | – | – |" in text
     header = "| DMS_id | n | Spearman's ρ | AUC | MCC | NDCG | Recall (top 10%) | ESM-2 8M ρ (published) | ESM-2 35M ρ (published) |"
     assert header in text
     assert "| BLAT_ECOLX_Stiffler_2015 | 4,996 | 0.247 | 0.612 | 0.136 | 0.753 | 0.211 | 0.399 | 0.557 |" in text
@@ -211,7 +214,7 @@ def test_model_card_metadata_and_sections(run_dir):
     assert data["library_name"] == "transformers" and data["pipeline_tag"] == "fill-mask" and data["license"] == "mit"
     assert {"protein-language-model", "esm", "bitnet", "ternary", "bitesm"} <= set(data["tags"])
     assert data["datasets"] == ["swissprot_2014-01_sample50k"]
-    assert data["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(0.1234)
+    assert data["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(0.1111)  # ProteinGym's summary
     body = card.text
     for section in ("## Model", "## Quantization", "## Training", "## How to load", "## Evaluation"):
         assert section in body
@@ -308,7 +311,7 @@ def test_push_uploads_card_and_files_and_the_upload_loads_without_bitesm(run_dir
     readme = (uploaded / "README.md").read_text()
     assert "library_name: transformers" in readme and "- protein-language-model" in readme
     assert "Ternary BitNet b1.58" in readme
-    assert "| BLAT_ECOLX_Stiffler_2015 | 4,996 | 0.247 |" in readme and "0.1111 ± 0.0222" in readme
+    assert "| BLAT_ECOLX_Stiffler_2015 | 4,996 | 0.247 |" in readme and "0.111 ± 0.022" in readme
     assert 'from_pretrained("my-org/tiny-ternary", revision="v1", trust_remote_code=True)' in readme
     assert snapshot(run) == before, "push_to_hub wrote to the local folder"
 
@@ -528,3 +531,11 @@ def test_resumed_run_counts_the_checkpoints_before_it(tmp_path, fake_hub):
             resume=True).train()
     messages = [kwargs["commit_message"] for api in made for m, kwargs in api.calls if m == "upload_folder"]
     assert messages == ["checkpoint step 2", "checkpoint step 4", "checkpoint step 6"]
+
+
+def test_card_never_publishes_absolute_local_paths():
+    from bitesm.hub.model_card import _public_path
+
+    assert _public_path("/home/alice/cluster/data/uniref50.fasta.gz") == ".../data/uniref50.fasta.gz"
+    assert _public_path("data/pretrain/x.fasta.gz") == "data/pretrain/x.fasta.gz"
+    assert _public_path("facebook/esm2_t6_8M_UR50D") == "facebook/esm2_t6_8M_UR50D"

@@ -34,8 +34,11 @@ residues (each residue weighs once, whether one window or two covered it).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -44,7 +47,16 @@ from ..data.collator import tokenize_residues
 from ..data.fasta import validate_sequence
 from .context import attention_window, default_max_residues
 
-__all__ = ["ProteinEmbedding", "embed_protein", "embedding_windows"]
+__all__ = [
+    "EMBEDDINGS_FORMAT",
+    "EmbeddingSet",
+    "ProteinEmbedding",
+    "embed_protein",
+    "embed_sequences",
+    "embedding_windows",
+    "load_embeddings",
+    "save_embeddings",
+]
 
 
 class ProteinEmbedding(NamedTuple):
@@ -213,3 +225,234 @@ def embed_protein(
         mean=per_residue.mean(0).to(torch.float32),
         windows=tuple(windows),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Many proteins: batched by length, stored in safetensors (bitesm embed)
+# ----------------------------------------------------------------------------------------------
+#: ``format`` metadata of a bitesm embeddings file.
+EMBEDDINGS_FORMAT = "bitesm-embeddings-v1"
+
+
+class EmbeddingSet(NamedTuple):
+    """Embeddings of many proteins (:func:`embed_sequences`, :func:`load_embeddings`).
+
+    Attributes:
+        ids: protein ids, in input order (``N``).
+        mean: ``torch.float32`` ``[N, hidden]``: mean over each protein's residues.
+        per_residue: ``None``, or a list of ``N`` ``torch.float32`` tensors ``[n_residues_i, hidden]``.
+        metadata: ``{"model", "layer", "max_residues", ...}`` as strings.
+    """
+
+    ids: list[str]
+    mean: torch.Tensor
+    per_residue: list[torch.Tensor] | None
+    metadata: dict[str, str]
+
+
+def _hidden_at(encoder: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, layer: int | None) -> torch.Tensor:
+    if layer is None:
+        return _last_hidden_state(encoder(input_ids=ids, attention_mask=mask))
+    out = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    return out.hidden_states[layer]
+
+
+def embed_sequences(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    records: Sequence[tuple[str, str]],
+    layer: int | None = None,
+    per_residue: bool = False,
+    max_residues: int | None = None,
+    max_tokens: int = 16_384,
+    device: Any = None,
+    progress: bool = False,
+) -> EmbeddingSet:
+    """Embeddings of many proteins of any length, windows of all proteins batched together by length.
+
+    Every protein is cut into the windows of :func:`embedding_windows` (one window when it fits; for a long model
+    with ``max_residues=None``, always one window: its attention reads any length); all windows of all proteins are
+    sorted by length and sent through the model in right-padded batches of at most ``max_tokens`` tokens; each
+    residue's vectors are averaged over the windows covering it, then over the protein (as :func:`embed_protein`,
+    whose single-protein result this equals up to float summation order).
+
+    Args:
+        model, tokenizer: as in :func:`embed_protein`.
+        records: ``(id, sequence)`` pairs (e.g. :func:`bitesm.data.read_fasta`); sequences are validated.
+        layer: hidden-state index (``0`` = embeddings output, ``k`` = after layer ``k``; negative from the end);
+            ``None`` = the final representation (``last_hidden_state``, after ESM-2's final layer norm).
+        per_residue: also return per-residue vectors.
+        max_residues: residues per pass (default: the model's maximum for a standard model; unlimited for a long
+            model).
+        max_tokens: padded tokens per forward pass (batch size times the longest window).
+        device: where to run; default the model's device.
+        progress: a tqdm bar over proteins' windows.
+
+    Returns:
+        :class:`EmbeddingSet` (``mean`` float32 ``[N, hidden]`` on CPU).
+
+    Raises:
+        bitesm.data.InvalidResidueError: a residue is not an ESM-2 letter (names the record and position).
+        ValueError: an empty sequence or no records; ``max_tokens < 1``; ``max_residues`` above a standard model's
+            maximum; ``layer`` out of range (``IndexError`` from the model's hidden states is re-raised as
+            ValueError naming the number of layers).
+    """
+    from tqdm.auto import tqdm
+
+    if not records:
+        raise ValueError("no proteins to embed: records is empty")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    limit = default_max_residues(model)
+    long_model = attention_window(model) is not None
+    if max_residues is None:
+        max_residues = None if long_model else limit
+    elif not long_model and limit is not None and max_residues > limit:
+        raise ValueError(f"max_residues={max_residues} exceeds the model's maximum of {limit} residues per pass")
+    ids = [str(i) for i, _ in records]
+    tokens = []
+    windows = []  # (protein index, start, end)
+    for k, (record_id, sequence) in enumerate(records):
+        seq = validate_sequence(sequence, str(record_id))
+        if not seq:
+            raise ValueError(f"Record {record_id!r} has no residues; embed a non-empty protein sequence.")
+        tokens.append(torch.tensor(tokenize_residues(tokenizer, seq), dtype=torch.long))
+        windows += [(k, s, e) for s, e in embedding_windows(len(seq), max_residues)]
+    windows.sort(key=lambda w: w[2] - w[1])
+
+    if device is None:
+        device = _model_device(model)
+    else:
+        device = torch.device(device)
+        model.to(device)
+    encoder = getattr(model, "base_model", model)
+    sums: list[torch.Tensor | None] = [None] * len(records)
+    counts = [torch.zeros(len(t), dtype=torch.float64) for t in tokens]
+    cls, eos, pad = tokenizer.cls_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(windows), desc="embedding", unit="window", disable=not progress)
+    try:
+        with torch.inference_mode():
+            start = 0
+            while start < len(windows):
+                longest = windows[start][2] - windows[start][1] + 2
+                stop = start + 1
+                while stop < len(windows) and (stop - start + 1) * (windows[stop][2] - windows[stop][1] + 2) <= max_tokens:
+                    stop += 1
+                chunk = windows[start:stop]
+                longest = max(e - s for _, s, e in chunk) + 2
+                ids_batch = torch.full((len(chunk), longest), pad, dtype=torch.long)
+                mask = torch.zeros((len(chunk), longest), dtype=torch.long)
+                for row, (k, s, e) in enumerate(chunk):
+                    ids_batch[row, : e - s + 2] = torch.cat([torch.tensor([cls]), tokens[k][s:e], torch.tensor([eos])])
+                    mask[row, : e - s + 2] = 1
+                try:
+                    hidden = _hidden_at(encoder, ids_batch.to(device), mask.to(device), layer)
+                except IndexError as err:
+                    raise ValueError(
+                        f"layer={layer} is out of range for a model with {model.config.num_hidden_layers} layers "
+                        f"(hidden states 0..{model.config.num_hidden_layers})"
+                    ) from err
+                hidden = hidden.detach().to("cpu", torch.float64)
+                for row, (k, s, e) in enumerate(chunk):
+                    if sums[k] is None:
+                        sums[k] = torch.zeros(len(tokens[k]), hidden.shape[-1], dtype=torch.float64)
+                    sums[k][s:e] += hidden[row, 1 : 1 + e - s]
+                    counts[k][s:e] += 1
+                bar.update(len(chunk))
+                start = stop
+    finally:
+        bar.close()
+        model.train(was_training)
+    residues = [(s / c[:, None]).to(torch.float32) for s, c in zip(sums, counts)]
+    mean = torch.stack([r.double().mean(0).float() for r in residues])
+    metadata = {"format": EMBEDDINGS_FORMAT, "layer": "last" if layer is None else str(layer),
+                "max_residues": "none" if max_residues is None else str(max_residues),
+                "model": str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)}
+    return EmbeddingSet(ids, mean, residues if per_residue else None, metadata)
+
+
+def save_embeddings(embeddings: EmbeddingSet, path: str | Path) -> None:
+    """Write an :class:`EmbeddingSet` to a safetensors file atomically (temporary file + ``os.replace``).
+
+    Layout: tensor ``mean`` float32 ``[N, hidden]``; with per-residue vectors, ``residues`` float32
+    ``[sum n_i, hidden]`` (proteins concatenated in order) and ``offsets`` int64 ``[N + 1]`` (protein ``i`` is
+    ``residues[offsets[i]:offsets[i + 1]]``); metadata ``ids`` (JSON list) plus :attr:`EmbeddingSet.metadata`.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {"mean": embeddings.mean.contiguous()}
+    if embeddings.per_residue is not None:
+        lengths = torch.tensor([0] + [len(r) for r in embeddings.per_residue], dtype=torch.long)
+        tensors["offsets"] = torch.cumsum(lengths, 0)
+        tensors["residues"] = torch.cat(embeddings.per_residue).contiguous()
+    metadata = {**embeddings.metadata, "ids": json.dumps(embeddings.ids)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_embeddings(path: str | Path) -> EmbeddingSet:
+    """Read a file written by :func:`save_embeddings`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a bitesm embeddings file (no ``mean`` tensor or ``ids`` metadata).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embeddings file {path} does not exist. Fix: write it with bitesm embed.")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        keys = set(f.keys())
+        if "mean" not in keys or "ids" not in metadata:
+            raise ValueError(f"{path} is not a bitesm embeddings file (format {EMBEDDINGS_FORMAT}). Fix: bitesm embed.")
+        mean = f.get_tensor("mean")
+        per_residue = None
+        if "residues" in keys:
+            residues, offsets = f.get_tensor("residues"), f.get_tensor("offsets").tolist()
+            per_residue = [residues[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    ids = json.loads(metadata.pop("ids"))
+    return EmbeddingSet(ids, mean, per_residue, metadata)
+
+
+def add_cli_arguments(parser: Any) -> Any:
+    """``bitesm embed`` options."""
+    parser.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub id")
+    parser.add_argument("--fasta", required=True, help="proteins to embed (FASTA, .gz allowed)")
+    parser.add_argument("--output", required=True, help="safetensors file to write")
+    parser.add_argument("--layer", type=int, default=None,
+                        help="hidden-state index (0 = embeddings, k = after layer k; default: the final representation)")
+    parser.add_argument("--per-residue", action="store_true", help="also store one vector per residue")
+    parser.add_argument("--max-residues", type=int, default=None,
+                        help="residues per pass (default: the model's maximum; unlimited for a long model)")
+    parser.add_argument("--max-tokens", type=int, default=16_384, help="padded tokens per forward pass")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", default="float32", help="float32 / bfloat16 / float16")
+    return parser
+
+
+def cli_main(args: Any) -> int:
+    """``bitesm embed``: 0 on success, 2 on an input error (message names the input and the fix)."""
+    import sys
+
+    from ..data.fasta import FastaFormatError, InvalidResidueError, read_fasta
+    from .model_loading import ModelLoadError, load_masked_lm
+
+    try:
+        model, tokenizer = load_masked_lm(args.model, args.dtype, args.device)
+        records = read_fasta(args.fasta)
+        result = embed_sequences(model, tokenizer, records, layer=args.layer, per_residue=args.per_residue,
+                                 max_residues=args.max_residues, max_tokens=args.max_tokens, progress=True)
+        save_embeddings(result, args.output)
+    except (ModelLoadError, FileNotFoundError, FastaFormatError, InvalidResidueError, ValueError) as err:
+        print(f"bitesm embed: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: {len(result.ids)} proteins x {result.mean.shape[1]} "
+          f"({'per residue and ' if result.per_residue is not None else ''}mean over residues)")
+    return 0

@@ -582,6 +582,10 @@ def cli_main(args: argparse.Namespace) -> int:
     if has_pub:
         line += f" {fmt(result['mean_published_spearman_ESM2_8M'])} {fmt(result['mean_published_spearman_ESM2_35M'])}"
     print(line + f" {result['seconds']:7.1f}")
+    summary = result.get("summary") or {}
+    if summary:
+        shown = ", ".join(f"{m} {summary[m]:.3f} ± {summary[m + '_bootstrap_se']:.3f}" for m in METRICS if m in summary)
+        print(f"ProteinGym summary ({result['strategy']}; per protein, per selection type, overall): {shown}")
     if args.output:
         print(f"wrote {args.output}")
     return 0

@@ -51,7 +51,6 @@ METRIC_LABELS = {
 }
 _PER_ASSAY_EXTRA = ("auc", "mcc", "ndcg", "recall")
 _PUBLISHED = (("ESM2_8M", "ESM-2 8M"), ("ESM2_35M", "ESM-2 35M"))
-_BOOTSTRAP_SE = "spearman_bootstrap_se"
 
 
 # -- reading the folder --------------------------------------------------------------------------------------------
@@ -268,22 +267,21 @@ def evaluation_markdown(result: dict) -> str:
 
     summary = result.get("summary")
     if isinstance(summary, dict) and summary:
+        published = result.get("published_summary") or {}
+        header = ["metric", "this model", *(f"{label} (published)" for _, label in _PUBLISHED)]
         rows = []
-        se = summary.get(_BOOTSTRAP_SE)
         for key, value in summary.items():
-            if key == _BOOTSTRAP_SE:
+            if key.endswith("_bootstrap_se"):
                 continue
-            text = _number(value, 4)
-            if key == "spearman" and isinstance(se, (int, float)) and not isinstance(se, bool):
-                text += f" ± {_number(se, 4)}"
-            rows.append([METRIC_LABELS.get(key, key), text])
-        if se is not None and "spearman" not in summary:
-            rows.append(["Spearman's ρ bootstrap standard error", _number(se, 4)])
+            se = summary.get(f"{key}_bootstrap_se")
+            text = _number(value, 3) + (f" ± {_number(se, 3)}" if isinstance(se, (int, float)) else "")
+            rows.append([METRIC_LABELS.get(key, key), text,
+                         *(_number((published.get(k) or {}).get(key), 3) for k, _ in _PUBLISHED)])
         parts.append(
-            "ProteinGym's aggregation (mean per UniProt ID, then per selection type, then overall"
-            + ("; ± bootstrap standard error" if se is not None and "spearman" in summary else "")
-            + "):\n\n"
-            + _table(["metric", "value"], rows, ["---", "---:"])
+            "ProteinGym's aggregation (mean per UniProt ID and selection type, then per coarse selection type, then "
+            "overall, of per-assay values rounded to 3 decimals; ± bootstrap standard error, 10,000 resamples "
+            "stratified by selection type):\n\n"
+            + _table(header, rows, ["---", "---:", "---:", "---:"])
         )
 
     if assays:
@@ -400,6 +398,16 @@ def _dataset_name(path: Any) -> str | None:
     return name or None
 
 
+def _public_path(value: Any) -> str:
+    """A path as a public card may show it: relative paths and Hub ids as written, absolute local paths reduced to
+    ``.../<parent>/<name>`` (a card must not publish a user's home or cluster layout)."""
+    text = str(value)
+    if not Path(text).is_absolute():
+        return text
+    parts = Path(text).parts
+    return ".../" + "/".join(parts[-2:])
+
+
 def _architecture(config: dict, model_dir: Path) -> str:
     hidden, layers, heads = config.get("hidden_size"), config.get("num_hidden_layers"), config.get("num_attention_heads")
     n_params = count_parameters(model_dir)
@@ -442,14 +450,14 @@ def _training(training_config: dict | None, state: dict | None) -> str | None:
     model, data, t = cfg.get("model") or {}, cfg.get("data") or {}, cfg.get("training") or {}
     rows = []
     if model.get("from_pretrained"):
-        rows.append(["initialised from", f"`{model['from_pretrained']}`"])
+        rows.append(["initialised from", f"`{_public_path(model['from_pretrained'])}`"])
     elif model.get("config"):
         overrides = model.get("overrides") or {}
-        rows.append(["initialised from", f"random weights, architecture of `{model['config']}`"
+        rows.append(["initialised from", f"random weights, architecture of `{_public_path(model['config'])}`"
                      + (f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else "")])
     if data.get("train_fasta"):
         limit = data.get("max_sequences")
-        rows.append(["training data", f"`{data['train_fasta']}`"
+        rows.append(["training data", f"`{_public_path(data['train_fasta'])}`"
                      + (f" (first {limit:,} sequences)" if isinstance(limit, int) else "")
                      + (f", {data['validation_size']:,} held out for validation" if data.get("validation_size") else "")])
     if data.get("max_length"):
@@ -590,7 +598,10 @@ def model_card(
         datasets = [d for d in [_dataset_name(fasta)] if d]
     base = ((training_config or {}).get("model") or {}).get("from_pretrained")
     eval_results = None
-    mean = (evaluation or {}).get("mean_spearman")
+    # ProteinGym's aggregated Spearman when the result has it (the leaderboard number), else the plain mean.
+    aggregated = ((evaluation or {}).get("summary") or {}).get("spearman")
+    mean = aggregated if aggregated is not None else (evaluation or {}).get("mean_spearman")
+    metric_name = "Spearman's rho (ProteinGym aggregation)" if aggregated is not None else "mean Spearman's rho"
     if isinstance(mean, (int, float)) and not isinstance(mean, bool) and math.isfinite(mean):
         n = evaluation.get("n_assays", len(evaluation.get("assays") or []))
         eval_results = [
@@ -600,7 +611,7 @@ def model_card(
                 dataset_type="proteingym",
                 dataset_name=f"ProteinGym DMS substitutions ({n} assays)",
                 metric_type="spearmanr",
-                metric_name="mean Spearman's rho",
+                metric_name=metric_name,
                 metric_value=float(mean),
             )
         ]
