@@ -1,5 +1,5 @@
 """The ``bitesm`` command: ``bitesm train``, ``bitesm lora``, ``bitesm lora merge``, ``bitesm eval proteingym``,
-``bitesm eval run``, ``bitesm eval watch``, ``bitesm eval compare``, ``bitesm embed``, ``bitesm ptq``,
+``bitesm eval run``, ``bitesm eval watch``, ``bitesm eval compare``, ``bitesm eval contacts``, ``bitesm embed``, ``bitesm ptq``,
 ``bitesm ptq analyze``, ``bitesm convert long`` and ``bitesm push``.
 
 Each subcommand's arguments and behaviour live next to the library code they drive (``add_cli_arguments`` and
@@ -17,6 +17,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation import compare as eval_compare
+    from .evaluation import contacts as eval_contacts
     from .evaluation import embeddings
     from .evaluation import proteingym
     from .evaluation import run as eval_run
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch = suites.add_parser("watch", help="evaluate every new checkpoint of a bitesm train run as it appears")
     eval_run.add_watch_arguments(watch)
     watch.set_defaults(handler=eval_run.watch_cli_main)
+    ct = suites.add_parser("contacts", help="unsupervised contact precision (long-range P@L) from attention maps")
+    eval_contacts.add_cli_arguments(ct)
+    ct.set_defaults(handler=eval_contacts.cli_main)
     cmp = suites.add_parser(
         "compare", help="compare ProteinGym results: markdown table with bootstrap errors and Z-tests, PNG plots"
     )

@@ -222,11 +222,21 @@ def test_cache_invalidated_by_one_weight_a_setting_or_an_assay_file(model_dir, t
 
 def test_suite_errors(model_dir, tmp_path):
     assert parse_suites("proteingym,proteingym") == ["proteingym"]
-    with pytest.raises(EvalInputError, match=r"unknown suite\(s\) \['nope'\]; available: \['proteingym'"):
+    with pytest.raises(EvalInputError, match=r"unknown suite\(s\) \['nope'\]; available: \[.*'proteingym'"):
         parse_suites("proteingym,nope")
     assert bitesm_main(["eval", "run", "--model", str(model_dir), "--output", str(tmp_path / "o"),
                         "--suite", "nope"]) == 2
     assert bitesm_main(["eval", "run", "--model", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]) == 2
+
+
+def test_eval_run_with_several_suites(model_dir, tmp_path):
+    cache = ResultCache(tmp_path / "cache")
+    out = run_evaluation(model_dir, "proteingym,contacts", tmp_path / "o", small_settings(), cache, progress=False)
+    assert set(out["results"]) == {"proteingym", "contacts"}
+    assert (tmp_path / "o" / "contacts.json").is_file() and "precision_at_L" in out["results"]["contacts"]["summary"]
+    again = run_evaluation(model_dir, "proteingym,contacts", tmp_path / "o", small_settings(), cache, progress=False)
+    assert again["suites"]["contacts"]["cache_hits"] == 1 and again["suites"]["proteingym"]["cache_hits"] == 2
+    assert again["results"]["contacts"]["summary"] == out["results"]["contacts"]["summary"]
 
 
 def test_cli_eval_run(model_dir, tmp_path, capsys):

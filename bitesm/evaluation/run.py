@@ -1,7 +1,7 @@
 """Evaluation runs that are cheap to repeat: ``bitesm eval run`` (one model, several suites) and ``bitesm eval watch``
 (every new checkpoint of a training run).
 
-A **suite** is a named evaluation (``proteingym``; issue 7 adds ``go`` and ``contacts``) registered in
+A **suite** is a named evaluation (``proteingym``, ``contacts``, ``go``) registered in
 :data:`SUITES` with a function ``(model, tokenizer, settings, cache, model_hash) -> result dict``. Every suite caches
 its work in a :class:`bitesm.evaluation.cache.ResultCache` keyed by the model's content hash
 (:func:`bitesm.evaluation.cache.model_fingerprint`), the settings that change numbers and the data files, so a rerun
@@ -31,9 +31,11 @@ import torch
 from ..io import atomic_write_json
 from ..training import checkpoint as ckpt
 from .cache import ResultCache, model_fingerprint
+from .contacts import ContactsInputError
 from .model_loading import DTYPES, ModelLoadError, load_masked_lm, resolve_device
 from .mutants import MutantMismatchError
 from .scoring import STRATEGIES, ProteinGymInputError
+from .structures import StructureError
 
 __all__ = [
     "SUITES",
@@ -112,6 +114,16 @@ def _proteingym_suite(model, tokenizer, settings: EvalSettings, cache: ResultCac
 
 
 register_suite("proteingym", _proteingym_suite)
+
+
+def _contacts_suite(model, tokenizer, settings: EvalSettings, cache: ResultCache, model_hash: str,
+                    progress: bool) -> dict:
+    from .contacts import contacts_suite
+
+    return contacts_suite(model, tokenizer, settings, cache, model_hash, progress)
+
+
+register_suite("contacts", _contacts_suite)
 
 
 def parse_suites(suites: str | Sequence[str]) -> list[str]:
@@ -367,7 +379,8 @@ def _settings_and_cache(args: argparse.Namespace) -> tuple[EvalSettings, ResultC
     return settings, ResultCache(args.cache_dir, enabled=not args.no_cache)
 
 
-_INPUT_ERRORS = (EvalInputError, ModelLoadError, FileNotFoundError, ProteinGymInputError, MutantMismatchError)
+_INPUT_ERRORS = (EvalInputError, ModelLoadError, FileNotFoundError, ProteinGymInputError, MutantMismatchError,
+                 ContactsInputError, StructureError)
 
 
 def _print_summary(name: str, out: dict[str, Any]) -> None:
