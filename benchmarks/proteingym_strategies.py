@@ -4,7 +4,8 @@ For a model (default ``runs/quickstart/model``), every embedded assay and each s
 of ``bitesm.evaluation.evaluate_assay`` with the one computed by ``tests/reference_scoring.py`` (transformers + scipy,
 one unbatched forward pass per masked copy, no bitesm code), and ProteinGym's summary with its recomputation from the
 per-assay values. Pseudo-ppl costs one pass per residue of every mutant (hours for the 33,000 embedded mutants on a
-CPU), so ``--pll-mutants K`` scores the first K mutants of each assay for it (the table says so).
+CPU), so ``--pll-mutants K`` scores the first K mutants of each assay for it and ``--pll-max-residues N`` skips
+the longer assays (the table says so).
 
 Usage::
 
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--assays", default=str(REPO / "data" / "proteingym" / "substitutions"))
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--pll-mutants", type=int, default=24, help="mutants per assay for pseudo-ppl (0 = all)")
+    parser.add_argument("--pll-max-residues", type=int, default=0,
+                        help="pseudo-ppl only on assays of at most this many residues (0 = all)")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
 
@@ -46,6 +49,8 @@ def main(argv=None) -> int:
     for strategy in args.strategies.split(","):
         per_assay = []
         for dms_id, path in find_assay_files(args.assays).items():
+            if strategy == "pseudo-ppl" and args.pll_max_residues and len(seq_of[dms_id]) > args.pll_max_residues:
+                continue
             df = pd.read_csv(path)
             if strategy == "pseudo-ppl" and args.pll_mutants:
                 df = df.head(args.pll_mutants)
@@ -67,7 +72,8 @@ def main(argv=None) -> int:
         rows.append((strategy, "**ProteinGym summary**", sum(r["n_mutants"] for r in per_assay), summary, recomputed,
                      abs(summary - recomputed), float("nan"), float("nan")))
 
-    print(f"\nmodel {args.model}; pseudo-ppl on the first {args.pll_mutants or 'all'} mutants of each assay\n")
+    print(f"\nmodel {args.model}; pseudo-ppl on the first {args.pll_mutants or 'all'} mutants of each assay"
+          + (f" of at most {args.pll_max_residues} residues" if args.pll_max_residues else "") + "\n")
     print("| strategy | DMS_id | mutants | ρ bitesm | ρ independent | abs difference | s bitesm | s independent |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for strategy, dms_id, n, a, b, d, s1, s2 in rows:

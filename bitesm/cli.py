@@ -1,11 +1,11 @@
 """The ``bitesm`` command: ``bitesm train``, ``bitesm lora``, ``bitesm lora merge``, ``bitesm eval proteingym``,
 ``bitesm eval run``, ``bitesm eval watch``, ``bitesm eval compare``, ``bitesm eval contacts``, ``bitesm embed``, ``bitesm ptq``,
-``bitesm ptq analyze``, ``bitesm convert long`` and ``bitesm push``.
+``bitesm ptq analyze``, ``bitesm convert long``, ``bitesm export`` and ``bitesm push``.
 
 Each subcommand's arguments and behaviour live next to the library code they drive (``add_cli_arguments`` and
 ``cli_main`` in :mod:`bitesm.training.cli`, :mod:`bitesm.lora.cli`, :mod:`bitesm.evaluation.proteingym`,
 :mod:`bitesm.evaluation.run`, :mod:`bitesm.evaluation.compare`, :mod:`bitesm.evaluation.embeddings`,
-:mod:`bitesm.ptq.cli`, :mod:`bitesm.models.long` and :mod:`bitesm.hub.cli`); the scripts in ``train/`` and ``eval/``
+:mod:`bitesm.ptq.cli`, :mod:`bitesm.models.long`, :mod:`bitesm.models.packed` and :mod:`bitesm.hub.cli`); the scripts in ``train/`` and ``eval/``
 call the same functions.
 """
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .hub import cli as hub_cli
     from .lora import cli as lora_cli
     from .models import long as long_model
+    from .models import packed as packed_model
     from .ptq import cli as ptq_cli
     from .training import cli as training_cli
 
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     long_model.add_cli_arguments(long)
     long.set_defaults(handler=long_model.cli_main)
+    export = commands.add_parser(
+        "export", help="export a ternary checkpoint: --format packed (2-bit weights, integer inference, ~12x smaller)"
+    )
+    packed_model.add_cli_arguments(export)
+    export.set_defaults(handler=packed_model.cli_main)
     push = commands.add_parser("push", help="upload a model or run folder to the HuggingFace Hub with a model card")
     hub_cli.add_cli_arguments(push)
     push.set_defaults(handler=hub_cli.cli_main)

@@ -1,8 +1,8 @@
 """An independent, deliberately plain implementation of ProteinGym's ESM scoring strategies and its summary.
 
 Written from ProteinGym's ``proteingym/baselines/esm/compute_fitness.py`` and ``performance_DMS_benchmarks.py``
-with transformers, scipy and pandas only, one forward pass per masked copy and no batching, and no import from
-``bitesm`` -- so comparing it with :mod:`bitesm.evaluation` checks the library, not itself. Used by
+with transformers, scipy and pandas only (masked copies stacked in plain batches of up to 64, no streaming, no
+caching across sequences), and no import from ``bitesm`` -- so comparing it with :mod:`bitesm.evaluation` checks the library, not itself. Used by
 ``tests/test_eval_protocol.py`` and ``benchmarks/proteingym_strategies.py``.
 """
 
@@ -39,22 +39,35 @@ def _subs(mutant: str):
         yield sub[0], int(sub[1:-1]), sub[-1]
 
 
+def _masked_rows(model, tokenizer, ids: torch.Tensor, positions, window: int | None) -> dict[int, torch.Tensor]:
+    """log p(. | ids masked at token i) for each token index i, cropped by ProteinGym's window, 64 copies a pass."""
+    copies = []
+    for i in positions:
+        masked = ids.clone()
+        masked[i] = tokenizer.mask_token_id
+        start, end = optimal_window(i, len(ids), window) if window else (0, len(ids))
+        copies.append((i, masked[start:end], i - start))
+    rows = {}
+    for length in sorted({len(t) for _, t, _ in copies}):
+        group = [c for c in copies if len(c[1]) == length]
+        for b in range(0, len(group), 64):
+            chunk = group[b : b + 64]
+            batch = torch.stack([t for _, t, _ in chunk])
+            with torch.no_grad():
+                logits = model(input_ids=batch, attention_mask=torch.ones_like(batch)).logits
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            for k, (i, _, read) in enumerate(chunk):
+                rows[i] = lp[k, read]
+    return rows
+
+
 def masked_marginals(model, tokenizer, seq: str, mutants, window: int | None) -> np.ndarray:
     vocab = tokenizer.get_vocab()
     ids = torch.tensor(tokenizer(seq)["input_ids"])
-    cache: dict[int, torch.Tensor] = {}
-    out = []
-    for mutant in mutants:
-        score = 0.0
-        for wt, pos, mt in _subs(mutant):
-            if pos not in cache:
-                masked = ids.clone()
-                masked[pos] = tokenizer.mask_token_id
-                start, end = optimal_window(pos, len(ids), window) if window else (0, len(ids))
-                cache[pos] = _log_probs(model, masked[start:end])[pos - start]
-            score += float(cache[pos][vocab[mt]]) - float(cache[pos][vocab[wt]])
-        out.append(score)
-    return np.array(out)
+    positions = sorted({pos for m in mutants for _, pos, _ in _subs(m)})
+    rows = _masked_rows(model, tokenizer, ids, positions, window)
+    return np.array([sum(float(rows[p][vocab[mt]]) - float(rows[p][vocab[wt]]) for wt, p, mt in _subs(m))
+                     for m in mutants])
 
 
 def wt_marginals(model, tokenizer, seq: str, mutants, window: int | None) -> np.ndarray:
@@ -91,13 +104,8 @@ def wt_marginals(model, tokenizer, seq: str, mutants, window: int | None) -> np.
 
 def pseudo_log_likelihood(model, tokenizer, seq: str, window: int | None) -> float:
     ids = torch.tensor(tokenizer(seq)["input_ids"])
-    total = 0.0
-    for i in range(1, len(seq) + 1):
-        masked = ids.clone()
-        masked[i] = tokenizer.mask_token_id
-        start, end = optimal_window(i, len(ids), window) if window else (0, len(ids))
-        total += float(_log_probs(model, masked[start:end])[i - start, ids[i]])
-    return total
+    rows = _masked_rows(model, tokenizer, ids, range(1, len(seq) + 1), window)
+    return float(sum(float(rows[i][ids[i]]) for i in range(1, len(seq) + 1)))
 
 
 def pseudo_ppl(model, tokenizer, seq: str, mutants, window: int | None) -> np.ndarray:

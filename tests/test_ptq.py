@@ -51,9 +51,15 @@ def test_ptq_and_bitlinear_share_one_quantizer_core():
     import bitesm.quant.piecewise as piecewise
     import bitesm.quant.primitives as primitives
 
-    # BitLinear's quantizers and the PTQ quantizers are functions of bitesm.quant.primitives
+    import bitesm.nn.int8_linear as int8_linear
+    import bitesm.nn.packed_bitlinear as packed
+
+    # BitLinear (QAT), the packed integer layer and the PTQ quantizers are functions of bitesm.quant.primitives
     assert bitlinear.fake_quantize_ternary_absmean is primitives.fake_quantize_ternary_absmean
-    assert bitlinear.fake_quantize_per_token_absmax is primitives.fake_quantize_per_token_absmax
+    assert bitlinear.ternary_linear is primitives.ternary_linear
+    assert packed.quantize_ternary_absmean is primitives.quantize_ternary_absmean
+    assert packed.quantize_per_token_absmax is primitives.quantize_per_token_absmax
+    assert int8_linear.rescale_accumulator is primitives.rescale_accumulator
     assert piecewise.quantize_affine is primitives.quantize_affine
     assert piecewise.dequantize_affine is primitives.dequantize_affine
 

@@ -7,6 +7,9 @@ from transformers import EsmConfig
 from ..ptq.sites import METHODS, SITES
 
 QUANTIZATION_SCHEMES = ("ternary",)
+#: How a ternary model's encoder weights are stored: ``latent`` full-precision weights (trainable, quantized in every
+#: forward) or ``packed`` 2-bit ternary codes plus one scale per layer (inference only, integer GEMM).
+WEIGHT_FORMATS = ("latent", "packed")
 PTQ_KEYS = ("weight_bits", "act_bits", "method", "sites", "layers", "weight_granularity")
 
 
@@ -34,6 +37,10 @@ class BitEsmConfig(EsmConfig):
             tokens, half on each side as in Longformer (1,024 in the paper), or ``None`` for ESM-2's global attention.
             See :mod:`bitesm.nn.sliding_window_attention` for the exact band (it is global for proteins of at most
             ``window + 1`` tokens).
+        weight_format: ``"latent"`` (default: BitLinear layers keep full-precision latent weights, quantized in every
+            forward; trainable) or ``"packed"`` (:class:`~bitesm.nn.packed_bitlinear.PackedBitLinear`: 2-bit packed
+            ternary weights and their scales, int8 activations times ternary weights by an integer GEMM; inference
+            only; ``bitesm export --format packed``). ``"packed"`` needs ``quantization="ternary"``.
         modules_to_not_convert: module names kept as ``nn.Linear``; ``None`` means the LM head, contact head and
             pooler (:data:`bitesm.nn.bitlinear.DEFAULT_MODULES_TO_NOT_CONVERT`); ``[]`` converts every Linear.
 
@@ -51,6 +58,7 @@ class BitEsmConfig(EsmConfig):
     modules_to_not_convert: list[str] | None = None
     ptq: dict | None = None
     attention_window: int | None = None
+    weight_format: str = "latent"
 
     def validate_quantization(self):
         if self.quantization is not None and self.quantization not in QUANTIZATION_SCHEMES:
@@ -73,6 +81,13 @@ class BitEsmConfig(EsmConfig):
             raise ValueError(
                 "ptq softmax sites need the explicit (global) attention scores; quantize a model with "
                 "attention_window=None, or drop softmax_input/softmax_output from ptq.sites"
+            )
+        if self.weight_format not in WEIGHT_FORMATS:
+            raise ValueError(f"weight_format={self.weight_format!r} is not supported; use one of {WEIGHT_FORMATS}")
+        if self.weight_format == "packed" and self.quantization != "ternary":
+            raise ValueError(
+                f"weight_format='packed' stores ternary weights; it needs quantization='ternary', got "
+                f"{self.quantization!r}"
             )
         if not (0.0 < self.weight_eps < 1.0):
             raise ValueError(f"weight_eps={self.weight_eps} is out of range; use a small positive float such as 1e-5")

@@ -19,6 +19,7 @@ from transformers import EsmConfig, EsmForMaskedLM, EsmForSequenceClassification
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 
 from ..nn.bitlinear import DEFAULT_MODULES_TO_NOT_CONVERT, replace_linear_with_bitlinear
+from ..nn.packed_bitlinear import replace_bitlinear_with_packed
 from ..nn.sliding_window_attention import ATTENTION_NAME as SLIDING_WINDOW_ATTENTION
 from ..ptq.attention import ATTENTION_NAME
 from ..ptq.sites import attach_activation_quantizers
@@ -43,7 +44,8 @@ register_checkpoint_conversion_mapping(
 
 
 def quantize_model_(model, config: BitEsmConfig, head_modules: tuple[str, ...] = ()) -> int:
-    """Apply ``config.quantization`` (BitLinear layers), ``config.ptq`` (activation quantizers) and
+    """Apply ``config.quantization`` (BitLinear layers; PackedBitLinear with ``weight_format="packed"``),
+    ``config.ptq`` (activation quantizers) and
     ``config.attention_window`` (sliding-window attention) in place.
 
     Args:
@@ -67,6 +69,8 @@ def quantize_model_(model, config: BitEsmConfig, head_modules: tuple[str, ...] =
             activation_bits=config.activation_bits,
             weight_eps=config.weight_eps,
         )
+        if config.weight_format == "packed":
+            replace_bitlinear_with_packed(model, empty=True)
     ptq = config.ptq or {}
     if ptq.get("act_bits") is not None and ptq.get("sites"):
         attach_activation_quantizers(

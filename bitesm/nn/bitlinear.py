@@ -12,10 +12,9 @@ import logging
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..quant.primitives import DEFAULT_EPS, fake_quantize_per_token_absmax, fake_quantize_ternary_absmean
+from ..quant.primitives import DEFAULT_EPS, fake_quantize_ternary_absmean, ternary_linear
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,10 @@ class BitLinear(nn.Linear):
 
         W_hat = RoundClip(W / (gamma + eps), -1, 1) * (gamma + eps),  gamma = mean|W|   (per tensor)
         x_hat = clamp(round(x / s_x), -2^(b-1), 2^(b-1) - 1) * s_x,   s_x = max_j|x_j| / (2^(b-1) - 1)  (per token)
-        y     = x_hat @ W_hat^T + bias
+        y     = x_hat @ W_hat^T + bias  =  (x_int @ W~^T) * s_x * (gamma + eps) + bias
+
+    computed in the second form (:func:`bitesm.quant.primitives.ternary_linear`: the integer codes multiplied, then
+    one rescale), exactly as the packed integer layer (:class:`bitesm.nn.packed_bitlinear.PackedBitLinear`) does.
 
     Gradients reach the full-precision latent weights ``W`` and the input through straight-through estimators.
     The parameters are exactly those of ``nn.Linear`` (``weight [out, in]``, ``bias [out]``), so a BitLinear model
@@ -82,9 +84,7 @@ class BitLinear(nn.Linear):
         return fake_quantize_ternary_absmean(self.weight, self.weight_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activation_bits is not None:
-            x = fake_quantize_per_token_absmax(x, self.activation_bits)
-        return F.linear(x, self.quantized_weight(), self.bias)
+        return ternary_linear(x, self.weight, self.bias, self.activation_bits, self.weight_eps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, weights=ternary(absmean), activation_bits={self.activation_bits}"

@@ -32,6 +32,7 @@ All functions are device-agnostic; the rounding arithmetic runs in float32 whate
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "DEFAULT_EPS",
@@ -50,6 +51,9 @@ __all__ = [
     "absmax_per_token_scale",
     "quantize_per_token_absmax",
     "fake_quantize_per_token_absmax",
+    "scaled_ste",
+    "rescale_accumulator",
+    "ternary_linear",
 ]
 
 #: Default epsilon guarding scales against division by zero (BitNet b1.58 reference code uses 1e-5).
@@ -199,6 +203,35 @@ class _StraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad, None
+
+
+class _ScaledStraightThrough(torch.autograd.Function):
+    """Returns the integer codes ``q``; passes ``grad / scale`` to ``x`` (the STE of ``q ~= x / scale``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scale)
+        return q.view_as(q)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (scale,) = ctx.saved_tensors
+        return (grad / scale).to(grad.dtype), None, None
+
+
+def scaled_ste(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Straight-through estimator for integer codes: value ``q`` (e.g. ``round(x / scale)``), gradient ``1 / scale``.
+
+    ``q * scale`` with this estimator has exactly the gradient of :func:`ste` on the fake-quantized value, while
+    the forward keeps the integers apart from the scale, so a matrix product of codes is computed exactly and
+    rescaled once (:func:`ternary_linear`).
+
+    Args:
+        x: the tensor whose gradient passes through, any shape.
+        q: its integer codes, same shape; detached and cast to ``x.dtype``.
+        scale: the step size, broadcastable to ``x`` (detached).
+    """
+    return _ScaledStraightThrough.apply(x, q.detach().to(x.dtype), scale.detach())
 
 
 def ste(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -361,3 +394,61 @@ def fake_quantize_per_token_absmax(
     """
     qmin, qmax = signed_range(bits)
     return fake_quantize_affine(x, absmax_per_token_scale(x, bits, eps), None, qmin, qmax, use_ste=use_ste)
+
+
+# --- BitNet b1.58 linear layer: codes multiplied, then rescaled -----------------------------------
+
+
+def rescale_accumulator(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``acc * scale + bias`` computed in float32 and returned in ``acc``'s dtype.
+
+    The one rescale of every ternary matrix product, shared by :func:`ternary_linear` (QAT and fake-quant
+    inference) and the integer kernels of :mod:`bitesm.nn.int8_linear`, so both round identically.
+
+    Args:
+        acc: ``[..., out]`` product of integer codes (float holding integers, or float32 from an int32 GEMM).
+        scale: broadcastable float32 (``s_x * gamma``: ``[..., 1]`` per token times the 0-d weight scale).
+        bias: ``[out]`` or ``None``.
+    """
+    out = acc.float() * scale
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(acc.dtype)
+
+
+def ternary_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation_bits: int | None = 8,
+    weight_eps: float = DEFAULT_EPS,
+) -> torch.Tensor:
+    """BitNet b1.58 linear layer: ``y = (x_int W~^T) * s_x * (gamma + eps) + b``, with STEs (2Bits of Protein eq. 1-3;
+    BitNet b1.58 eq. 4-5).
+
+    ``W~ = RoundClip(W / (gamma + eps), -1, 1)`` (:func:`quantize_ternary_absmean`), ``x_int = clamp(round(x / s_x))``
+    with per-token ``s_x = max|x| / (2^(b-1) - 1)`` (:func:`quantize_per_token_absmax`). This equals
+    ``F.linear(x_hat, W_hat, b)`` with the fake-quantized ``x_hat = x_int s_x`` and ``W_hat = W~ (gamma + eps)``, but
+    multiplies the integer codes (exact in float32 for ``in_features < 2^24 / 2^(b-1)``) and rescales once
+    (:func:`rescale_accumulator`), as the packed integer kernels do, so packed and latent models agree bit for bit in
+    float32. Gradients (:func:`scaled_ste`) are those of the fake-quant formulation: ``dy/dx = W_hat``,
+    ``dy/dW = x_hat`` (straight through the rounding).
+
+    Args:
+        x: ``[..., in_features]`` float32 or bfloat16.
+        weight: latent ``[out_features, in_features]`` weight.
+        bias: ``[out_features]`` or ``None``.
+        activation_bits: b in [2, 16], or ``None`` for float activations (weights-only ternary).
+        weight_eps: epsilon of eq. 1.
+
+    Returns:
+        ``[..., out_features]`` in the dtype of the matrix product (``x.dtype``; bf16 under bf16 autocast).
+    """
+    w_scale = absmean_ternary_scale(weight, weight_eps)
+    w_q = scaled_ste(weight, quantize_affine(weight.detach(), w_scale, None, -1, 1), w_scale)
+    if activation_bits is None:
+        return rescale_accumulator(F.linear(x, w_q), w_scale, bias)
+    x_scale = absmax_per_token_scale(x, activation_bits)
+    qmin, qmax = signed_range(activation_bits)
+    x_q = scaled_ste(x, quantize_affine(x.detach(), x_scale, None, qmin, qmax), x_scale)
+    return rescale_accumulator(F.linear(x_q, w_q), x_scale * w_scale, bias)

@@ -1,0 +1,124 @@
+"""Ternary models at their real size: 2-bit packed checkpoints and ``bitesm export --format packed``.
+
+:func:`to_packed` turns a trained ternary bitesm model (``weight_format="latent"``: full-precision latent weights,
+quantized in every forward) into its inference form (``weight_format="packed"``): every BitLinear becomes a
+:class:`~bitesm.nn.packed_bitlinear.PackedBitLinear` holding the ternary weight packed four values per byte and its
+scale. ``save_pretrained`` of the result writes those tensors to ``model.safetensors`` with
+``"weight_format": "packed"`` in ``config.json``; ``from_pretrained`` (or ``AutoModelForMaskedLM`` with
+``trust_remote_code=True`` where bitesm is not installed) builds PackedBitLinear layers and loads them. Embeddings,
+LayerNorms, biases and the LM head stay in the model's float dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from ..nn.packed_bitlinear import replace_bitlinear_with_packed
+
+__all__ = ["PackedExportError", "to_packed", "export_packed", "add_cli_arguments", "cli_main"]
+
+_CARRIED_FILES = ("training_config.yaml", "trainer_state.json", "README.md")
+
+
+class PackedExportError(ValueError):
+    """The model cannot be packed (not a ternary bitesm model, or already packed); the message names the fix."""
+
+
+def to_packed(model: torch.nn.Module) -> torch.nn.Module:
+    """Pack a ternary bitesm model in place (module docstring) and return it, in eval mode.
+
+    Args:
+        model: a bitesm model (``BitEsmForMaskedLM``, ``BitEsmModel``, ``BitEsmForSequenceClassification``) with
+            ``config.quantization == "ternary"`` and ``config.weight_format == "latent"``.
+
+    Returns:
+        the same model, its BitLinear layers replaced, ``config.weight_format = "packed"``.
+
+    Raises:
+        PackedExportError: not a ternary bitesm model, already packed, or no BitLinear layer found.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "bitesm" or getattr(config, "quantization", None) != "ternary":
+        raise PackedExportError(
+            f"only ternary bitesm models can be packed; this one has model_type="
+            f"{getattr(config, 'model_type', None)!r}, quantization={getattr(config, 'quantization', None)!r}. "
+            "Fix: train with model.quantization: ternary (or convert an ESM-2 model with BitEsmForMaskedLM.from_esm "
+            "and train it)"
+        )
+    if getattr(config, "weight_format", "latent") == "packed":
+        raise PackedExportError("the model is already packed (config.weight_format='packed')")
+    if replace_bitlinear_with_packed(model) == 0:
+        raise PackedExportError("the model has no BitLinear layer to pack")
+    config.weight_format = "packed"
+    return model.eval()
+
+
+def export_packed(model_dir: str | os.PathLike, output_dir: str | os.PathLike) -> dict:
+    """Load a ternary checkpoint, pack it and save it (with tokenizer and training records) to ``output_dir``.
+
+    Args:
+        model_dir: a bitesm checkpoint folder (or Hub id) with ``quantization: ternary``.
+        output_dir: the new folder (written through a temporary sibling and renamed, so it is complete or absent).
+
+    Returns:
+        ``{"input_bytes", "output_bytes", "ratio", "packed_layers"}``: weight-file sizes (``*.safetensors``) and
+        their ratio.
+
+    Raises:
+        PackedExportError: see :func:`to_packed`; ``output_dir`` exists and is not empty.
+        OSError: the checkpoint cannot be loaded.
+    """
+    import bitesm  # noqa: F401  (registers the bitesm model type)
+    from transformers import AutoModelForMaskedLM
+
+    from ..data.tokenizer import load_tokenizer
+    from ..training.checkpoint import replace_dir
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise PackedExportError(f"output folder {output_dir} exists and is not empty. Fix: pass a new --output")
+    model = AutoModelForMaskedLM.from_pretrained(str(model_dir))
+    to_packed(model)
+    packed_layers = sum(type(m).__name__ == "PackedBitLinear" for m in model.modules())
+    tmp = output_dir.with_name(f".tmp-{output_dir.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    load_tokenizer(str(model_dir)).save_pretrained(tmp)
+    src = Path(model_dir)
+    for name in _CARRIED_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, tmp / name)
+    replace_dir(tmp, output_dir)
+    size_in = sum(p.stat().st_size for p in src.glob("*.safetensors")) if src.is_dir() else 0
+    size_out = sum(p.stat().st_size for p in output_dir.glob("*.safetensors"))
+    return {"input_bytes": size_in, "output_bytes": size_out,
+            "ratio": size_in / size_out if size_in and size_out else None, "packed_layers": packed_layers}
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``bitesm export`` options."""
+    parser.add_argument("--model", required=True, help="ternary bitesm checkpoint folder (or Hub id)")
+    parser.add_argument("--format", choices=("packed",), default="packed",
+                        help="packed: 2-bit ternary weights + per-layer scales, integer inference")
+    parser.add_argument("--output", required=True, help="new folder for the exported checkpoint")
+    return parser
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    """``bitesm export``: 0 on success, 2 on an input error (message names the input and the fix)."""
+    try:
+        info = export_packed(args.model, args.output)
+    except (PackedExportError, OSError) as err:
+        print(f"bitesm export: error: {err}", file=sys.stderr)
+        return 2
+    ratio = f", {info['ratio']:.1f}x smaller" if info["ratio"] else ""
+    print(f"wrote {args.output}: {info['packed_layers']} packed layers, weights {info['output_bytes']:,} bytes "
+          f"(from {info['input_bytes']:,}{ratio})")
+    return 0
