@@ -17,7 +17,17 @@ from typing import Any
 
 from ..models.long import max_residues
 
-__all__ = ["attention_window", "default_max_residues"]
+import torch
+
+__all__ = ["attention_window", "default_max_residues", "model_device"]
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
 
 
 def default_max_residues(model: Any) -> int | None:

@@ -45,7 +45,7 @@ import torch
 
 from ..data.collator import tokenize_residues
 from ..data.fasta import validate_sequence
-from .context import attention_window, default_max_residues
+from .context import attention_window, default_max_residues, model_device
 
 __all__ = [
     "EMBEDDINGS_FORMAT",
@@ -102,13 +102,6 @@ def embedding_windows(n_residues: int, max_residues: int | None) -> list[tuple[i
     windows = [(i * max_residues, (i + 1) * max_residues) for i in range(k - 1)]
     windows.append((n_residues - max_residues, n_residues))
     return windows
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def _last_hidden_state(output: Any) -> torch.Tensor:
@@ -182,49 +175,10 @@ def embed_protein(
             "or a long model (config.attention_window set), which accepts any length"
         )
     windows = embedding_windows(len(seq), max_residues)
-    for name in ("cls_token_id", "eos_token_id"):
-        if getattr(tokenizer, name, None) is None:
-            raise ValueError(f"tokenizer {type(tokenizer).__name__} has no {name}; use the ESM-2 tokenizer")
-    residues = torch.tensor(tokenize_residues(tokenizer, seq), dtype=torch.long)
-    cls = torch.tensor([tokenizer.cls_token_id], dtype=torch.long)
-    eos = torch.tensor([tokenizer.eos_token_id], dtype=torch.long)
-
-    if device is None:
-        device = _model_device(model)
-    else:
-        device = torch.device(device)
-        model.to(device)
-    encoder = getattr(model, "base_model", model)
-    sums: torch.Tensor | None = None  # float64 [n, hidden]
-    counts = torch.zeros(len(seq), dtype=torch.float64)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for b in range(0, len(windows), batch_size):
-                chunk: Sequence[tuple[int, int]] = windows[b : b + batch_size]
-                ids = torch.stack([torch.cat([cls, residues[s:e], eos]) for s, e in chunk]).to(device)
-                hidden = _last_hidden_state(encoder(input_ids=ids, attention_mask=torch.ones_like(ids)))
-                if hidden.dim() != 3 or tuple(hidden.shape[:2]) != tuple(ids.shape):
-                    raise ValueError(
-                        f"{type(encoder).__name__} returned hidden states of shape {tuple(hidden.shape)} for input "
-                        f"{tuple(ids.shape)}; expected [batch, tokens, hidden]"
-                    )
-                hidden = hidden.detach().to("cpu", torch.float64)
-                if sums is None:
-                    sums = torch.zeros(len(seq), hidden.shape[-1], dtype=torch.float64)
-                for row, (s, e) in enumerate(chunk):
-                    sums[s:e] += hidden[row, 1 : 1 + e - s]
-                    counts[s:e] += 1
-    finally:
-        model.train(was_training)
-    assert sums is not None and bool((counts > 0).all())
-    per_residue = sums / counts[:, None]
-    return ProteinEmbedding(
-        per_residue=per_residue.to(torch.float32),
-        mean=per_residue.mean(0).to(torch.float32),
-        windows=tuple(windows),
-    )
+    longest = max(e - s for s, e in windows) + 2
+    out = embed_sequences(model, tokenizer, [(record_id, seq)], per_residue=True, max_residues=max_residues,
+                          max_tokens=batch_size * longest, device=device)
+    return ProteinEmbedding(per_residue=out.per_residue[0], mean=out.mean[0], windows=tuple(windows))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,6 +263,9 @@ def embed_sequences(
         max_residues = None if long_model else limit
     elif not long_model and limit is not None and max_residues > limit:
         raise ValueError(f"max_residues={max_residues} exceeds the model's maximum of {limit} residues per pass")
+    for name in ("cls_token_id", "eos_token_id"):
+        if getattr(tokenizer, name, None) is None:
+            raise ValueError(f"tokenizer {type(tokenizer).__name__} has no {name}; use the ESM-2 tokenizer")
     ids = [str(i) for i, _ in records]
     tokens = []
     windows = []  # (protein index, start, end)
@@ -321,7 +278,7 @@ def embed_sequences(
     windows.sort(key=lambda w: w[2] - w[1])
 
     if device is None:
-        device = _model_device(model)
+        device = model_device(model)
     else:
         device = torch.device(device)
         model.to(device)
@@ -354,6 +311,11 @@ def embed_sequences(
                         f"layer={layer} is out of range for a model with {model.config.num_hidden_layers} layers "
                         f"(hidden states 0..{model.config.num_hidden_layers})"
                     ) from err
+                if hidden.dim() != 3 or tuple(hidden.shape[:2]) != tuple(ids_batch.shape):
+                    raise ValueError(
+                        f"{type(encoder).__name__} returned hidden states of shape {tuple(hidden.shape)} for input "
+                        f"{tuple(ids_batch.shape)}; expected [batch, tokens, hidden]"
+                    )
                 hidden = hidden.detach().to("cpu", torch.float64)
                 for row, (k, s, e) in enumerate(chunk):
                     if sums[k] is None:
@@ -365,8 +327,9 @@ def embed_sequences(
     finally:
         bar.close()
         model.train(was_training)
-    residues = [(s / c[:, None]).to(torch.float32) for s, c in zip(sums, counts)]
-    mean = torch.stack([r.double().mean(0).float() for r in residues])
+    residues64 = [s / c[:, None] for s, c in zip(sums, counts)]
+    residues = [r.to(torch.float32) for r in residues64]
+    mean = torch.stack([r.mean(0).to(torch.float32) for r in residues64])
     metadata = {"format": EMBEDDINGS_FORMAT, "layer": "last" if layer is None else str(layer),
                 "max_residues": "none" if max_residues is None else str(max_residues),
                 "model": str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)}

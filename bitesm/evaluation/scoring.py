@@ -43,7 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.collator import encode_protein
-from .context import attention_window, default_max_residues
+from .context import attention_window, default_max_residues, model_device
 from .mutants import apply_mutant, parse_mutant, validate_mutants
 
 __all__ = [
@@ -213,13 +213,6 @@ def scoring_window(model: Any, max_residues: int | None = None) -> tuple[str, in
 # ----------------------------------------------------------------------------------------------
 # Forward passes
 # ----------------------------------------------------------------------------------------------
-def _model_device(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
 def _logits(output: Any) -> torch.Tensor:
     if hasattr(output, "logits"):
         return output.logits
@@ -234,7 +227,7 @@ class _Runner:
     def __init__(self, model: torch.nn.Module, device: Any) -> None:
         self.model = model
         if device is None:
-            self.device = _model_device(model)
+            self.device = model_device(model)
         else:
             self.device = torch.device(device)
             model.to(self.device)
