@@ -57,7 +57,7 @@ def main(argv=None) -> int:
                 path = Path("/tmp") / f"bitesm-pll-{dms_id}.csv"
                 df.to_csv(path, index=False)
             t0 = time.perf_counter()
-            res = evaluate_assay(model, tokenizer, path, seq_of[dms_id], strategy=strategy,
+            res = evaluate_assay(model, tokenizer, path, seq_of[dms_id], assay_id=dms_id, strategy=strategy,
                                  batch_size=args.batch_size)
             t1 = time.perf_counter()
             expected = ref.STRATEGIES[strategy](model, tokenizer, seq_of[dms_id], df.mutant.tolist(), window)
@@ -66,6 +66,7 @@ def main(argv=None) -> int:
             rows.append((strategy, dms_id, len(df), res["spearman"], rho, abs(res["spearman"] - rho), t1 - t0, t2 - t1))
             per_assay.append(res)
             print(f"# {strategy} {dms_id}: bitesm {res['spearman']:+.6f} independent {rho:+.6f} "
+                  f"|difference| {abs(res['spearman'] - rho):.1e} "
                   f"({t1 - t0:.1f} s / {t2 - t1:.1f} s)", flush=True)
         summary = summarize(per_assay, reference, n_bootstrap=1000)["summary"]["spearman"]
         recomputed = ref.proteingym_summary({r["DMS_id"]: r["spearman"] for r in per_assay}, reference)
