@@ -95,6 +95,8 @@ def test_packed_layer_equals_bitlinear_bit_for_bit(bits):
     packed = PackedBitLinear.from_bitlinear(layer)
     with torch.no_grad():
         assert torch.equal(packed(x), layer(x))
+    # the training path (custom autograd function, 8 bits or fewer) computes the same values
+    assert torch.equal(layer(x.clone().requires_grad_(True)).detach(), packed(x))
     # BitLinear's product of codes is the fake-quant product x_hat W_hat^T (up to float rounding)
     if bits == 8:
         w_t, scale = quantize_ternary_absmean(layer.weight)

@@ -353,7 +353,8 @@ def absmax_per_token_scale(x: torch.Tensor, bits: int = 8, eps: float = DEFAULT_
     Returns:
         float32 tensor ``[..., 1]``.
     """
-    return symmetric_scale(x.detach().abs().amax(dim=-1, keepdim=True), bits, eps)
+    absmax = torch.linalg.vector_norm(x.detach(), ord=float("inf"), dim=-1, keepdim=True)  # max |x|, one pass
+    return symmetric_scale(absmax, bits, eps)
 
 
 def quantize_per_token_absmax(
@@ -416,6 +417,41 @@ def rescale_accumulator(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tens
     return out.to(acc.dtype)
 
 
+class _TernaryLinear(torch.autograd.Function):
+    """Forward and STE backward of :func:`ternary_linear` with 8-bit-or-less per-token activations, written out so
+    no pass is spent on autograd bookkeeping: the backward multiplies by the fake-quantized weight and activations
+    directly (``dL/dx = dL/dy W_hat``, ``dL/dW = dL/dy^T x_hat``, ``dL/db = sum dL/dy``)."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, x, weight, bias, bits: int, weight_eps: float):
+        w_scale = absmean_ternary_scale(weight, weight_eps)
+        w_codes = torch.div(weight.detach().float(), w_scale).round_().clamp_(-1, 1).to(weight.dtype)
+        x_scale = absmax_per_token_scale(x, bits)
+        # |x / s| <= 2^(b-1) - 1 for the absmax scale s, so the clamp of quantize_affine is a no-op and is skipped
+        x_codes = torch.div(x.detach().float(), x_scale).round_().to(x.dtype)
+        acc = F.linear(x_codes, w_codes)
+        ctx.save_for_backward(x_codes, x_scale, w_codes, w_scale)
+        ctx.has_bias = bias is not None
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return rescale_accumulator(acc, x_scale * w_scale, bias)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad):
+        x_codes, x_scale, w_codes, w_scale = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad @ (w_codes.float() * w_scale).to(grad.dtype)).to(x_dtype)
+        if ctx.needs_input_grad[1]:
+            x_hat = (x_codes.float() * x_scale).to(grad.dtype)
+            grad_w = (grad.reshape(-1, grad.shape[-1]).t() @ x_hat.reshape(-1, x_hat.shape[-1])).to(w_dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.reshape(-1, grad.shape[-1]).sum(0).to(b_dtype)
+        return grad_x, grad_w, grad_b, None, None
+
+
 def ternary_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -444,6 +480,8 @@ def ternary_linear(
     Returns:
         ``[..., out_features]`` in the dtype of the matrix product (``x.dtype``; bf16 under bf16 autocast).
     """
+    if activation_bits is not None and activation_bits <= 8 and torch.is_grad_enabled():
+        return _TernaryLinear.apply(x, weight, bias, activation_bits, weight_eps)
     w_scale = absmean_ternary_scale(weight, weight_eps)
     w_q = scaled_ste(weight, quantize_affine(weight.detach(), w_scale, None, -1, 1), w_scale)
     if activation_bits is None:
