@@ -1,5 +1,5 @@
 """The ``bitesm`` command: ``bitesm train``, ``bitesm lora``, ``bitesm lora merge``, ``bitesm eval proteingym``,
-``bitesm eval run``, ``bitesm eval watch``, ``bitesm eval compare``, ``bitesm eval contacts``, ``bitesm embed``, ``bitesm ptq``,
+``bitesm eval run``, ``bitesm eval watch``, ``bitesm eval compare``, ``bitesm eval contacts``, ``bitesm eval go``, ``bitesm embed``, ``bitesm ptq``,
 ``bitesm ptq analyze``, ``bitesm convert long``, ``bitesm export`` and ``bitesm push``.
 
 Each subcommand's arguments and behaviour live next to the library code they drive (``add_cli_arguments`` and
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation import compare as eval_compare
     from .evaluation import contacts as eval_contacts
     from .evaluation import embeddings
+    from .evaluation import go_prediction as eval_go
     from .evaluation import proteingym
     from .evaluation import run as eval_run
     from .hub import cli as hub_cli
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     ct = suites.add_parser("contacts", help="unsupervised contact precision (long-range P@L) from attention maps")
     eval_contacts.add_cli_arguments(ct)
     ct.set_defaults(handler=eval_contacts.cli_main)
+    go = suites.add_parser("go", help="GO function prediction from embeddings (CAFA-style Fmax by cafaeval, BPO/CCO/MFO)")
+    eval_go.add_cli_arguments(go)
+    go.set_defaults(handler=eval_go.cli_main)
     cmp = suites.add_parser(
         "compare", help="compare ProteinGym results: markdown table with bootstrap errors and Z-tests, PNG plots"
     )

@@ -283,8 +283,15 @@ def embed_sequences(
         device = torch.device(device)
         model.to(device)
     encoder = getattr(model, "base_model", model)
+    # Per protein: float64 sums over its windows until its last window is done; then only its mean (and, with
+    # per_residue, its float32 per-residue vectors) is kept, so memory holds the proteins in flight, not all of them.
     sums: list[torch.Tensor | None] = [None] * len(records)
-    counts = [torch.zeros(len(t), dtype=torch.float64) for t in tokens]
+    counts: list[torch.Tensor | None] = [torch.zeros(len(t), dtype=torch.float64) for t in tokens]
+    remaining = [0] * len(records)
+    for k, _, _ in windows:
+        remaining[k] += 1
+    means: list[torch.Tensor | None] = [None] * len(records)
+    residues: list[torch.Tensor | None] = [None] * len(records)
     cls, eos, pad = tokenizer.cls_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     was_training = model.training
     model.eval()
@@ -322,14 +329,19 @@ def embed_sequences(
                         sums[k] = torch.zeros(len(tokens[k]), hidden.shape[-1], dtype=torch.float64)
                     sums[k][s:e] += hidden[row, 1 : 1 + e - s]
                     counts[k][s:e] += 1
+                    remaining[k] -= 1
+                    if remaining[k] == 0:
+                        residue64 = sums[k] / counts[k][:, None]
+                        means[k] = residue64.mean(0).to(torch.float32)
+                        if per_residue:
+                            residues[k] = residue64.to(torch.float32)
+                        sums[k] = counts[k] = None
                 bar.update(len(chunk))
                 start = stop
     finally:
         bar.close()
         model.train(was_training)
-    residues64 = [s / c[:, None] for s, c in zip(sums, counts)]
-    residues = [r.to(torch.float32) for r in residues64]
-    mean = torch.stack([r.mean(0).to(torch.float32) for r in residues64])
+    mean = torch.stack(means)
     metadata = {"format": EMBEDDINGS_FORMAT, "layer": "last" if layer is None else str(layer),
                 "max_residues": "none" if max_residues is None else str(max_residues),
                 "model": str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)}

@@ -34,6 +34,7 @@ from .cache import ResultCache, model_fingerprint
 from .contacts import ContactsInputError
 from .model_loading import DTYPES, ModelLoadError, load_masked_lm, resolve_device
 from .mutants import MutantMismatchError
+from .ontology import GoFormatError
 from .scoring import STRATEGIES, ProteinGymInputError
 from .structures import StructureError
 
@@ -124,6 +125,15 @@ def _contacts_suite(model, tokenizer, settings: EvalSettings, cache: ResultCache
 
 
 register_suite("contacts", _contacts_suite)
+
+
+def _go_suite(model, tokenizer, settings: EvalSettings, cache: ResultCache, model_hash: str, progress: bool) -> dict:
+    from .go_prediction import go_suite
+
+    return go_suite(model, tokenizer, settings, cache, model_hash, progress)
+
+
+register_suite("go", _go_suite)
 
 
 def parse_suites(suites: str | Sequence[str]) -> list[str]:
@@ -380,7 +390,7 @@ def _settings_and_cache(args: argparse.Namespace) -> tuple[EvalSettings, ResultC
 
 
 _INPUT_ERRORS = (EvalInputError, ModelLoadError, FileNotFoundError, ProteinGymInputError, MutantMismatchError,
-                 ContactsInputError, StructureError)
+                 ContactsInputError, StructureError, GoFormatError)
 
 
 def _print_summary(name: str, out: dict[str, Any]) -> None:
