@@ -32,7 +32,8 @@ import numpy as np
 
 from bitesm.data import read_fasta
 from bitesm.evaluation.embeddings import EmbeddingSet, load_embeddings, save_embeddings
-from bitesm.evaluation.go_prediction import DEFAULT_GO_DATA, embed_means, evaluate_go, markdown_table
+from bitesm.evaluation.embeddings import embed_sequences
+from bitesm.evaluation.go_prediction import DEFAULT_GO_DATA, evaluate_go, markdown_table
 from bitesm.evaluation.ontology import load_ontology, read_terms_tsv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def _embed(model, tokenizer, records, path: Path, model_hash: str, args) -> tupl
         if emb.ids == ids and emb.metadata.get("model_hash") == model_hash:
             return emb, 0.0, True
     t = time.perf_counter()
-    emb = embed_means(model, tokenizer, records, layer=args.layer, max_tokens=args.max_tokens, progress=True)
+    emb = embed_sequences(model, tokenizer, records, layer=args.layer, max_tokens=args.max_tokens, progress=True)
     seconds = time.perf_counter() - t
     emb = emb._replace(metadata={**emb.metadata, "model_hash": model_hash})
     save_embeddings(emb, path)

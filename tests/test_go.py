@@ -380,7 +380,7 @@ def test_go_suite_caches_result(tmp_path, monkeypatch):
     def no_embedding(*args, **kwargs):
         raise AssertionError("a cache hit must not embed")
 
-    monkeypatch.setattr("bitesm.evaluation.embeddings.embed_sequences", no_embedding)
+    monkeypatch.setattr("bitesm.evaluation.go_prediction.embed_sequences", no_embedding)
     second = go_suite(model, tok, settings, cache, h, False)
     assert cache.hits == 1 and second["cached"] is True
     assert second["summary"] == first["summary"] and second["results"] == first["results"]

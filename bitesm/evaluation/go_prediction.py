@@ -57,6 +57,7 @@ import pandas as pd
 import torch
 
 from ..io import atomic_write_json, atomic_write_text
+from .embeddings import embed_sequences
 from .ontology import (
     ASPECTS,
     GeneOntology,
@@ -78,7 +79,6 @@ __all__ = [
     "GoClassifier",
     "add_cli_arguments",
     "cli_main",
-    "embed_means",
     "evaluate_go",
     "frequency_baseline",
     "go_suite",
@@ -973,39 +973,6 @@ def _suite_options(settings: Any) -> dict[str, Any]:
     return opts
 
 
-def embed_means(model: torch.nn.Module, tokenizer: Any, records: Sequence[tuple[str, str]], chunk_size: int = 1000,
-                **kwargs: Any) -> Any:
-    """Mean-pooled embeddings of many proteins, :func:`~bitesm.evaluation.embeddings.embed_sequences` per chunk.
-
-    ``embed_sequences`` holds every protein's per-residue vectors (float64) until it returns, ~8 bytes x residues x
-    hidden (9 GB for the 25,000 training proteins at hidden 128); chunks of ``chunk_size`` proteins bound that.
-
-    Args:
-        model, tokenizer, records: as in ``embed_sequences``; ``kwargs``: its ``layer``, ``max_residues``,
-            ``max_tokens``, ``device``, ``progress``.
-        chunk_size: proteins per call (>= 1).
-
-    Returns:
-        :class:`~bitesm.evaluation.embeddings.EmbeddingSet` with ``mean`` float32 ``[N, hidden]`` (input order), no
-        per-residue vectors, the first chunk's metadata.
-    """
-    from .embeddings import EmbeddingSet, embed_sequences
-
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    ids: list[str] = []
-    means: list[torch.Tensor] = []
-    metadata: dict[str, str] = {}
-    for b in range(0, len(records), chunk_size):
-        part = embed_sequences(model, tokenizer, records[b : b + chunk_size], per_residue=False, **kwargs)
-        ids += part.ids
-        means.append(part.mean)
-        metadata = metadata or dict(part.metadata)
-    if not means:
-        raise ValueError("no proteins to embed: records is empty")
-    return EmbeddingSet(ids, torch.cat(means), None, metadata)
-
-
 def run_go(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -1056,10 +1023,10 @@ def run_go(
     kw = {"layer": opts["layer"], "max_residues": opts["max_residues"], "max_tokens": int(opts["max_tokens"]),
           "progress": progress}
     t = time.perf_counter()
-    train_emb = embed_means(model, tokenizer, train_records, **kw)
+    train_emb = embed_sequences(model, tokenizer, train_records, per_residue=False, **kw)
     t_train = time.perf_counter() - t
     t = time.perf_counter()
-    valid_emb = embed_means(model, tokenizer, valid_records, **kw)
+    valid_emb = embed_sequences(model, tokenizer, valid_records, per_residue=False, **kw)
     t_valid = time.perf_counter() - t
     lengths = {rid: len(seq) for rid, seq in valid_records}
     result = evaluate_go(
