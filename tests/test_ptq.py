@@ -58,7 +58,7 @@ def test_ptq_and_bitlinear_share_one_quantizer_core():
     assert bitlinear.fake_quantize_ternary_absmean is primitives.fake_quantize_ternary_absmean
     assert bitlinear.ternary_linear is primitives.ternary_linear
     assert packed.quantize_ternary_absmean is primitives.quantize_ternary_absmean
-    assert packed.quantize_per_token_absmax is primitives.quantize_per_token_absmax
+    assert int8_linear.quantize_per_token_absmax is primitives.quantize_per_token_absmax
     assert int8_linear.rescale_accumulator is primitives.rescale_accumulator
     assert piecewise.quantize_affine is primitives.quantize_affine
     assert piecewise.dequantize_affine is primitives.dequantize_affine

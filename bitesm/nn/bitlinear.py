@@ -17,11 +17,10 @@ from torch import nn
 from ..quant.primitives import (
     DEFAULT_EPS,
     fake_quantize_ternary_absmean,
-    quantize_per_token_absmax,
     quantize_ternary_absmean,
     ternary_linear,
 )
-from .int8_linear import int8_backend, int8_ternary_linear, prepack_ternary
+from .int8_linear import TernaryInt8Weight
 
 logger = logging.getLogger(__name__)
 
@@ -102,18 +101,11 @@ class BitLinear(nn.Linear):
     def _integer_forward(self, x: torch.Tensor, bits: int) -> torch.Tensor:
         """Inference without gradients: the integer GEMM of the packed layer on this layer's ternary codes (cached
         until the latent weight changes); equal to :func:`ternary_linear` bit for bit in float32."""
-        key = (x.device, self.weight.data_ptr(), self.weight._version)
-        cache = self.__dict__.get("_integer_cache")
-        if cache is None or cache[0] != key:
-            w_codes, w_scale = quantize_ternary_absmean(self.weight.detach(), self.weight_eps)
-            backend = int8_backend(x.device)
-            cache = (key, w_codes, w_scale, backend, prepack_ternary(w_codes, backend))
-            self.__dict__["_integer_cache"] = cache
-        _, w_codes, w_scale, backend, packed = cache
-        x2 = x.reshape(-1, self.in_features)
-        x_int, x_scale = quantize_per_token_absmax(x2, bits)
-        y = int8_ternary_linear(x_int, x_scale, packed, w_codes, w_scale, self.bias, backend, out_dtype=x.dtype)
-        return y.reshape(*x.shape[:-1], self.out_features)
+        int8_weight = self.__dict__.setdefault("_int8_weight", TernaryInt8Weight())  # not a submodule or state
+        return int8_weight.linear(
+            x, bits, self.weight, lambda: quantize_ternary_absmean(self.weight.detach(), self.weight_eps), self.bias,
+            self.out_features,
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, weights=ternary(absmean), activation_bits={self.activation_bits}"

@@ -30,9 +30,9 @@ import os
 
 import torch
 
-from ..quant.primitives import rescale_accumulator
+from ..quant.primitives import quantize_per_token_absmax, rescale_accumulator
 
-__all__ = ["BACKENDS", "int8_backend", "prepack_ternary", "int8_ternary_linear"]
+__all__ = ["BACKENDS", "TernaryInt8Weight", "int8_backend", "prepack_ternary", "int8_ternary_linear"]
 
 BACKENDS = ("onednn", "int_mm", "float")
 _ENV = "BITESM_INT8_BACKEND"
@@ -127,3 +127,41 @@ def int8_ternary_linear(
     else:
         acc = x_int.to(torch.float32) @ w_ternary.to(torch.float32).t()
     return rescale_accumulator(acc, x_scale * w_scale, bias).to(out_dtype)
+
+
+class TernaryInt8Weight:
+    """One layer's ternary weight in the form its device's integer GEMM multiplies, rebuilt only when its source
+    changes; used by :class:`~bitesm.nn.bitlinear.BitLinear` (inference without gradients) and
+    :class:`~bitesm.nn.packed_bitlinear.PackedBitLinear`.
+
+    :meth:`linear` quantizes the activations per token (:func:`quantize_per_token_absmax`, the function of the QAT
+    path) and calls :func:`int8_ternary_linear`.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+
+    def linear(self, x: torch.Tensor, bits: int, source: torch.Tensor, codes_and_scale, bias: torch.Tensor | None,
+               out_features: int) -> torch.Tensor:
+        """``[..., in] -> [..., out_features]`` in ``x.dtype``.
+
+        Args:
+            x: activations (float32 or bfloat16).
+            bits: activation bits, 2..8.
+            source: the tensor the weight is derived from (latent weight or packed codes); the cache is rebuilt
+                when its storage, version or ``x``'s device changes.
+            codes_and_scale: called on a rebuild, returns ``(int8 [out, in] codes in {-1, 0, 1}, 0-d float32
+                scale)``.
+            bias: ``[out_features]`` or ``None``.
+            out_features: output width.
+        """
+        key = (x.device, source.data_ptr(), source._version)
+        if key != self._key:
+            self.codes, self.scale = codes_and_scale()
+            self.backend = int8_backend(x.device)
+            self.packed = prepack_ternary(self.codes, self.backend)
+            self._key = key
+        x_int, x_scale = quantize_per_token_absmax(x.reshape(-1, x.shape[-1]), bits)
+        y = int8_ternary_linear(x_int, x_scale, self.packed, self.codes, self.scale, bias, self.backend,
+                                out_dtype=x.dtype)
+        return y.reshape(*x.shape[:-1], out_features)

@@ -18,13 +18,12 @@ from ..quant.primitives import (
     DEFAULT_EPS,
     absmax_per_token_scale,
     quantize_affine,
-    quantize_per_token_absmax,
     quantize_ternary_absmean,
     rescale_accumulator,
     signed_range,
 )
 from .bitlinear import BitLinear
-from .int8_linear import int8_backend, int8_ternary_linear, prepack_ternary
+from .int8_linear import TernaryInt8Weight
 
 __all__ = ["PackedBitLinear", "replace_bitlinear_with_packed"]
 
@@ -81,7 +80,7 @@ class PackedBitLinear(nn.Module):
             self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype), requires_grad=False)
         else:
             self.register_parameter("bias", None)
-        self._cache: dict = {}
+        self._int8_weight = TernaryInt8Weight()
 
     @classmethod
     def from_bitlinear(cls, layer: BitLinear) -> PackedBitLinear:
@@ -105,14 +104,6 @@ class PackedBitLinear(nn.Module):
         """``W~ * (gamma + eps)``: the weight BitLinear computes with, ``[out, in]``."""
         return (self.ternary_weight(torch.float32) * self.weight_scale).to(dtype)
 
-    def _weights_for(self, device: torch.device) -> tuple:
-        key = (device, self.weight_packed.data_ptr(), self.weight_packed._version)
-        if self._cache.get("key") != key:
-            backend = int8_backend(device)
-            w = self.ternary_weight(torch.int8)
-            self._cache = {"key": key, "backend": backend, "w": w, "packed": prepack_ternary(w, backend)}
-        return self._cache["backend"], self._cache["w"], self._cache["packed"]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
             raise RuntimeError(
@@ -123,19 +114,19 @@ class PackedBitLinear(nn.Module):
         if bits is None:  # weights-only ternary: as ternary_linear
             acc = nn.functional.linear(x, self.ternary_weight(x.dtype))
             return rescale_accumulator(acc, self.weight_scale, self.bias)
-        shape = x.shape
-        x2 = x.reshape(-1, self.in_features)
-        if bits > 8:  # codes beyond int8: the float product of codes, as ternary_linear
+        if bits > 8:
+            shape = x.shape
+            x2 = x.reshape(-1, self.in_features)  # codes beyond int8: the float product of codes, as ternary_linear
             x_scale = absmax_per_token_scale(x2, bits)
             qmin, qmax = signed_range(bits)
             codes = quantize_affine(x2, x_scale, None, qmin, qmax).to(x.dtype)
             acc = nn.functional.linear(codes, self.ternary_weight(x.dtype))
             y = rescale_accumulator(acc, x_scale * self.weight_scale, self.bias)
-        else:
-            x_int, x_scale = quantize_per_token_absmax(x2, bits)
-            backend, w, packed = self._weights_for(x.device)
-            y = int8_ternary_linear(x_int, x_scale, packed, w, self.weight_scale, self.bias, backend, out_dtype=x.dtype)
-        return y.reshape(*shape[:-1], self.out_features)
+            return y.reshape(*shape[:-1], self.out_features)
+        return self._int8_weight.linear(
+            x, bits, self.weight_packed, lambda: (self.ternary_weight(torch.int8), self.weight_scale), self.bias,
+            self.out_features,
+        )
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
