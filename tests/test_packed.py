@@ -17,7 +17,15 @@ from bitesm.cli import main as bitesm_main
 from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
 from bitesm.models.packed import PackedExportError, to_packed
 from bitesm.nn.bitlinear import BitLinear
-from bitesm.nn.int8_linear import BACKENDS, int8_backend, int8_ternary_linear, prepack_ternary
+from bitesm.nn import int8_linear as int8_linear_module
+from bitesm.nn.int8_linear import (
+    BACKENDS,
+    int8_backend,
+    int8_codes_linear,
+    int8_ternary_linear,
+    prepack_ternary,
+    training_codes_kernel,
+)
 from bitesm.nn.packed_bitlinear import PackedBitLinear
 from bitesm.quant.packing import pack_ternary, packed_rows, unpack_ternary
 from bitesm.quant.primitives import quantize_per_token_absmax, quantize_ternary_absmean, ternary_linear
@@ -115,6 +123,58 @@ def test_ternary_linear_gradients_are_the_fake_quant_ste():
     ones = torch.ones(4, 6)
     torch.testing.assert_close(x.grad, ones @ (w_t.float() * gamma))  # dy/dx = W_hat
     torch.testing.assert_close(w.grad, ones.t() @ (x_int.float() * s))  # dy/dW = x_hat
+
+
+def _grads(layer, x, grad_out, autocast=None):
+    layer.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    with autocast or torch.autocast("cpu", enabled=False):
+        y = layer(x)
+    y.float().backward(grad_out)
+    return y.detach(), x.grad, layer.weight.grad, layer.bias.grad
+
+
+@pytest.mark.parametrize("bits", [8, 5])
+def test_training_integer_forward_equals_float_forward(bits, monkeypatch):
+    """With gradients on an x86 CPU the forward product runs on oneDNN's int8 GEMM: values and STE gradients are the
+    float product of the codes bit for bit (both exact integer sums), and the eval-mode values."""
+    if training_codes_kernel("cpu") is None:
+        pytest.skip("oneDNN int8 GEMM not available in this torch build")
+    torch.manual_seed(0)
+    layer = BitLinear(96, 40, activation_bits=bits)
+    x = torch.randn(2, 33, 96) * torch.logspace(-2, 2, 33).view(1, 33, 1)
+    grad_out = torch.randn(2, 33, 40)
+    calls = []
+    monkeypatch.setattr(int8_linear_module, "int8_codes_linear",
+                        lambda *a, **k: calls.append(1) or int8_codes_linear(*a, **k))
+    integer = _grads(layer, x, grad_out)
+    assert calls, "the training forward did not use the integer kernel"
+    monkeypatch.setenv("BITESM_INT8_BACKEND", "float")
+    assert training_codes_kernel("cpu") is None
+    floating = _grads(layer, x, grad_out)
+    for a, b in zip(integer, floating):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        assert torch.equal(layer(x), integer[0])
+
+
+def test_training_integer_forward_under_bf16_autocast():
+    """Under CPU bf16 autocast the int32 accumulator is rescaled in float32 and rounded once to bf16; the float
+    product rounds the accumulator to bf16 first. Same dtype, and equal within a bf16 step."""
+    if training_codes_kernel("cpu") is None:
+        pytest.skip("oneDNN int8 GEMM not available in this torch build")
+    torch.manual_seed(0)
+    layer = BitLinear(96, 40)
+    x, grad_out = torch.randn(4, 96), torch.randn(4, 40)
+    y, gx, gw, gb = _grads(layer, x, grad_out, torch.autocast("cpu", dtype=torch.bfloat16))
+    w_t, gamma = quantize_ternary_absmean(layer.weight)
+    x_int, s = quantize_per_token_absmax(x, 8)
+    exact = (x_int.double() @ w_t.double().t()) * s.double() * gamma.double() + layer.bias.double()
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, exact.float().to(torch.bfloat16))  # one rounding, of the float32 rescale
+    # the STE weight gradient in bf16: grad^T x_hat with both operands rounded to bf16
+    ref = grad_out.bfloat16().float().t() @ (x_int.float() * s).bfloat16().float()
+    torch.testing.assert_close(gw.float(), ref, rtol=2e-2, atol=2e-2)
 
 
 def test_packed_layer_refuses_training():

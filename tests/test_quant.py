@@ -17,6 +17,7 @@ from bitesm.quant.primitives import (
     quantize_affine,
     quantize_per_token_absmax,
     quantize_ternary_absmean,
+    rescale_accumulator,
     signed_range,
     symmetric_scale,
     unsigned_range,
@@ -211,6 +212,33 @@ def test_per_token_absmax_maps_row_max_to_127():
     assert torch.equal(q.gather(-1, idx).long(), 127 * x.gather(-1, idx).sign().long())
     assert torch.allclose(scale, x.abs().amax(-1, keepdim=True) / 127, rtol=1e-6, atol=0)
     assert q.min().item() >= -127  # a symmetric range never reaches -128
+
+
+def test_per_token_absmax_takes_the_larger_of_max_and_minus_min():
+    # max |x| is the negative entry in row 0 and the positive one in row 1
+    x = torch.tensor([[1.0, -12.7, 2.0], [-0.5, 0.25, 1.27]])
+    assert absmax_per_token_scale(x).view(-1).tolist() == pytest.approx([0.1, 0.01], rel=1e-6)
+    assert quantize_per_token_absmax(x)[0].tolist() == [[10, -127, 20], [-50, 25, 127]]
+
+
+def test_quantize_affine_clip_false_skips_only_the_clamp():
+    x = torch.tensor([-3.0, -1.5, 0.5, 2.5, 9.0])
+    assert quantize_affine(x, 1.0, None, -2, 2).tolist() == [-2, -2, 0, 2, 2]
+    assert quantize_affine(x, 1.0, None, -2, 2, clip=False).tolist() == [-3, -2, 0, 2, 9]
+
+
+def test_rescale_accumulator_inplace_only_when_asked():
+    acc = torch.tensor([[2.0, -4.0], [6.0, 8.0]])
+    scale, bias = torch.tensor([[0.5], [0.25]]), torch.tensor([1.0, -1.0])
+    expected = [[2.0, -3.0], [2.5, 1.0]]
+    out = rescale_accumulator(acc, scale, bias)
+    assert out.tolist() == expected and acc.tolist() == [[2.0, -4.0], [6.0, 8.0]]
+    out = rescale_accumulator(acc, scale, bias, out_dtype=torch.bfloat16, inplace=True)
+    assert out.dtype == torch.bfloat16 and out.float().tolist() == expected
+    assert acc.tolist() == expected  # overwritten
+    acc16 = torch.tensor([[2.0, -4.0]], dtype=torch.bfloat16)
+    assert rescale_accumulator(acc16, scale[:1], None, inplace=True).tolist() == [[1.0, -2.0]]
+    assert acc16.tolist() == [[2.0, -4.0]]  # a bf16 accumulator is converted, never overwritten
 
 
 def test_per_token_absmax_rejects_more_than_8_bits():

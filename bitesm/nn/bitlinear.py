@@ -20,7 +20,7 @@ from ..quant.primitives import (
     quantize_ternary_absmean,
     ternary_linear,
 )
-from .int8_linear import TernaryInt8Weight
+from .int8_linear import TernaryInt8Weight, training_codes_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class BitLinear(nn.Linear):
     one rescale), exactly as the packed integer layer (:class:`bitesm.nn.packed_bitlinear.PackedBitLinear`) does.
     Without gradients (evaluation, embedding) and with at most 8 activation bits, the product runs on the device's
     integer GEMM (:mod:`bitesm.nn.int8_linear`) with the ternary codes cached until the weight changes: the same
-    numbers, several times faster on a CPU.
+    numbers, several times faster on a CPU. Training on an x86 CPU multiplies the codes of the forward in integers
+    too (:func:`bitesm.nn.int8_linear.training_codes_kernel`), with the weight prepacked every step.
 
     Gradients reach the full-precision latent weights ``W`` and the input through straight-through estimators.
     The parameters are exactly those of ``nn.Linear`` (``weight [out, in]``, ``bias [out]``), so a BitLinear model
@@ -96,7 +97,7 @@ class BitLinear(nn.Linear):
         bits = self.activation_bits
         if not torch.is_grad_enabled() and bits is not None and bits <= 8:
             return self._integer_forward(x, bits)
-        return ternary_linear(x, self.weight, self.bias, bits, self.weight_eps)
+        return ternary_linear(x, self.weight, self.bias, bits, self.weight_eps, training_codes_kernel(x.device))
 
     def _integer_forward(self, x: torch.Tensor, bits: int) -> torch.Tensor:
         """Inference without gradients: the integer GEMM of the packed layer on this layer's ternary codes (cached

@@ -144,6 +144,7 @@ def quantize_affine(
     qmin: int,
     qmax: int,
     dtype: torch.dtype | None = None,
+    clip: bool = True,
 ) -> torch.Tensor:
     """Quantize to integers: ``q = clamp(round((x - offset) / scale), qmin, qmax)`` (PTQ4Protein eq. 2-3).
 
@@ -155,6 +156,8 @@ def quantize_affine(
         offset: real offset subtracted before rounding (``r_l`` of an asymmetric range); ``None`` or 0 for symmetric.
         qmin, qmax: integer range, ``qmin < qmax``.
         dtype: output dtype; ``None`` gives float32 holding integer values, or e.g. ``torch.int8``.
+        clip: ``False`` skips the clamp, for callers whose scale already bounds ``|x / scale|`` by ``qmax`` (the
+            absmax scale of :func:`quantize_per_token_absmax`); saves one pass over the data.
 
     Returns:
         tensor of ``x.shape`` with integer values in [qmin, qmax].
@@ -167,7 +170,9 @@ def quantize_affine(
     xf = x.float()
     if offset is not None:
         xf = xf - offset
-    q = torch.round(xf / scale).clamp_(qmin, qmax)
+    q = torch.div(xf, scale).round_()
+    if clip:
+        q.clamp_(qmin, qmax)
     return q if dtype is None else q.to(dtype)
 
 
@@ -353,7 +358,10 @@ def absmax_per_token_scale(x: torch.Tensor, bits: int = 8, eps: float = DEFAULT_
     Returns:
         float32 tensor ``[..., 1]``.
     """
-    absmax = torch.linalg.vector_norm(x.detach(), ord=float("inf"), dim=-1, keepdim=True)  # max |x|, one pass
+    x = x.detach()
+    # max |x| = max(max x, -min x): two vectorised reductions, 2-10x faster on CPU than abs().amax() or
+    # vector_norm(inf) (which take one pass, but an unvectorised or allocating one)
+    absmax = torch.maximum(x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True).neg_())
     return symmetric_scale(absmax, bits, eps)
 
 
@@ -376,7 +384,8 @@ def quantize_per_token_absmax(
         raise ValueError(f"quantize_per_token_absmax returns int8; bits must be <= 8, got {bits}")
     scale = absmax_per_token_scale(x, bits, eps)
     qmin, qmax = signed_range(bits)
-    return quantize_affine(x, scale, None, qmin, qmax, dtype=torch.int8), scale
+    # |x| <= max|x| = qmax * scale, so x / scale rounds into [-qmax, qmax] and the clamp would be a no-op
+    return quantize_affine(x.detach(), scale, None, qmin, qmax, dtype=torch.int8, clip=False), scale
 
 
 def fake_quantize_per_token_absmax(
@@ -400,8 +409,14 @@ def fake_quantize_per_token_absmax(
 # --- BitNet b1.58 linear layer: codes multiplied, then rescaled -----------------------------------
 
 
-def rescale_accumulator(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``acc * scale + bias`` computed in float32 and returned in ``acc``'s dtype.
+def rescale_accumulator(
+    acc: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype | None = None,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """``acc * scale + bias`` computed in float32 (multiply, then add: two roundings) and returned in ``out_dtype``.
 
     The one rescale of every ternary matrix product, shared by :func:`ternary_linear` (QAT and fake-quant
     inference) and the integer kernels of :mod:`bitesm.nn.int8_linear`, so both round identically.
@@ -410,31 +425,45 @@ def rescale_accumulator(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tens
         acc: ``[..., out]`` product of integer codes (float holding integers, or float32 from an int32 GEMM).
         scale: broadcastable float32 (``s_x * gamma``: ``[..., 1]`` per token times the 0-d weight scale).
         bias: ``[out]`` or ``None``.
+        out_dtype: dtype of the result (default ``acc.dtype``).
+        inplace: a float32 ``acc`` that nothing else reads (a fresh GEMM output, no autograd graph) is
+            overwritten instead of copied; the values are the same.
     """
-    out = acc.float() * scale
+    out = acc.float()
+    out = out.mul_(scale) if inplace or out is not acc else out * scale
     if bias is not None:
-        out = out + bias.float()
-    return out.to(acc.dtype)
+        out.add_(bias)
+    return out.to(out_dtype or acc.dtype)
+
+
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype ``F.linear`` gives for ``x`` here: the autocast dtype when autocast is on for its device."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
 
 
 class _TernaryLinear(torch.autograd.Function):
     """Forward and STE backward of :func:`ternary_linear` with 8-bit-or-less per-token activations, written out so
     no pass is spent on autograd bookkeeping: the backward multiplies by the fake-quantized weight and activations
-    directly (``dL/dx = dL/dy W_hat``, ``dL/dW = dL/dy^T x_hat``, ``dL/db = sum dL/dy``)."""
+    directly (``dL/dx = dL/dy W_hat``, ``dL/dW = dL/dy^T x_hat``, ``dL/db = sum dL/dy``). The int8 codes are what is
+    saved for the backward (a quarter of the float32 activations)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, x, weight, bias, bits: int, weight_eps: float):
-        w_scale = absmean_ternary_scale(weight, weight_eps)
-        w_codes = torch.div(weight.detach().float(), w_scale).round_().clamp_(-1, 1).to(weight.dtype)
-        x_scale = absmax_per_token_scale(x, bits)
-        # |x / s| <= 2^(b-1) - 1 for the absmax scale s, so the clamp of quantize_affine is a no-op and is skipped
-        x_codes = torch.div(x.detach().float(), x_scale).round_().to(x.dtype)
-        acc = F.linear(x_codes, w_codes)
+    def forward(ctx, x, weight, bias, bits: int, weight_eps: float, codes_kernel):
+        w_codes, w_scale = quantize_ternary_absmean(weight, weight_eps)
+        x_codes, x_scale = quantize_per_token_absmax(x, bits)
+        if codes_kernel is None:
+            acc = F.linear(x_codes.to(x.dtype), w_codes.to(weight.dtype))
+            y = rescale_accumulator(acc, x_scale * w_scale, bias, inplace=True)
+        else:
+            y = codes_kernel(x_codes, x_scale, w_codes, w_scale, bias, _matmul_dtype(x))
         ctx.save_for_backward(x_codes, x_scale, w_codes, w_scale)
         ctx.has_bias = bias is not None
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        return rescale_accumulator(acc, x_scale * w_scale, bias)
+        return y
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
@@ -445,11 +474,11 @@ class _TernaryLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = (grad @ (w_codes.float() * w_scale).to(grad.dtype)).to(x_dtype)
         if ctx.needs_input_grad[1]:
-            x_hat = (x_codes.float() * x_scale).to(grad.dtype)
+            x_hat = (x_codes.float().mul_(x_scale)).to(grad.dtype)
             grad_w = (grad.reshape(-1, grad.shape[-1]).t() @ x_hat.reshape(-1, x_hat.shape[-1])).to(w_dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.reshape(-1, grad.shape[-1]).sum(0).to(b_dtype)
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 def ternary_linear(
@@ -458,6 +487,7 @@ def ternary_linear(
     bias: torch.Tensor | None = None,
     activation_bits: int | None = 8,
     weight_eps: float = DEFAULT_EPS,
+    codes_kernel=None,
 ) -> torch.Tensor:
     """BitNet b1.58 linear layer: ``y = (x_int W~^T) * s_x * (gamma + eps) + b``, with STEs (2Bits of Protein eq. 1-3;
     BitNet b1.58 eq. 4-5).
@@ -476,12 +506,18 @@ def ternary_linear(
         bias: ``[out_features]`` or ``None``.
         activation_bits: b in [2, 16], or ``None`` for float activations (weights-only ternary).
         weight_eps: epsilon of eq. 1.
+        codes_kernel: with gradients and ``activation_bits <= 8``, an integer GEMM for the forward product:
+            ``codes_kernel(x_int, s_x, W~, gamma + eps, bias, out_dtype) -> y`` with int8 ``x_int`` ``[..., in]``,
+            float32 ``s_x`` ``[..., 1]``, int8 ``W~`` ``[out, in]`` and a 0-d float32 scale, returning
+            ``[..., out]`` of ``out_dtype`` (:func:`bitesm.nn.int8_linear.int8_codes_linear`). ``None`` multiplies
+            the codes in float. Both are exact integer products, so the result is the same up to the dtype of the
+            accumulator (float32 from an int32 GEMM, the autocast dtype from a float one).
 
     Returns:
         ``[..., out_features]`` in the dtype of the matrix product (``x.dtype``; bf16 under bf16 autocast).
     """
     if activation_bits is not None and activation_bits <= 8 and torch.is_grad_enabled():
-        return _TernaryLinear.apply(x, weight, bias, activation_bits, weight_eps)
+        return _TernaryLinear.apply(x, weight, bias, activation_bits, weight_eps, codes_kernel)
     w_scale = absmean_ternary_scale(weight, weight_eps)
     w_q = scaled_ste(weight, quantize_affine(weight.detach(), w_scale, None, -1, 1), w_scale)
     if activation_bits is None:
