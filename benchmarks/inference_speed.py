@@ -24,10 +24,15 @@ One run on one machine prints (and with ``--output`` writes as JSON):
      torchao leaves for Inductor to fuse into oneDNN kernels);
    * ``torch-int8``: PyTorch's own dynamic int8 quantization, ``torch.ao.quantization.quantize_dynamic`` of the
      encoder Linear layers (fbgemm/x86 kernels; CPU only), the long-standing CPU reference for int8 inference;
-   * ``ternary``: bitesm ``BitEsmForMaskedLM(quantization="ternary")`` (BitNet b1.58: fake-quantized ternary
-     weights and int8 activations, float GEMMs; what trains);
+   * ``ternary``: bitesm ``BitEsmForMaskedLM(quantization="ternary")`` (BitNet b1.58: ternary weights and int8
+     activations; what trains): fp32 latent weights, and without gradients the integer GEMM on ternary codes
+     it caches;
    * ``packed``: the same converted by ``bitesm.models.packed.to_packed`` (2-bit packed ternary weights, int8
-     activations, integer GEMM).
+     activations, integer GEMM);
+   * ``free-linear``: not a model but the bound on all of them: the ``fp32`` model with every encoder Linear
+     replaced by a layer that only allocates its zero output. Its speed-up over ``fp32`` is the most any
+     quantization of the encoder Linear layers can give at this shape on this machine (attention, LayerNorm,
+     GELU, rotary embeddings and the LM head are unchanged in every row).
 
    The encoder Linear layers (query, key, value, attention output, FFN in/out) are the quantized ones in every row;
    embeddings, LayerNorms, attention (sdpa) and the LM head stay in floating point. Columns: tokens/s, the median
@@ -36,11 +41,14 @@ One run on one machine prints (and with ``--output`` writes as JSON):
 
    Effective GOP/s counts, per token and per layer, ``2 (4 h^2 + 2 h ffn)`` for the encoder Linear layers plus
    ``4 T h`` for attention (``QK^T`` and ``PV`` over ``T`` tokens), times tokens/s; the LM head and the elementwise
-   work are not counted. The relevant peak: fp32 for ``fp32`` and ``ternary`` (its GEMMs are float32), bf16 for
-   ``bf16``, the NF4 compute dtype for ``nf4``, int8 for ``torchao-int8``, ``torch-int8`` and ``packed``.
+   work are not counted. The relevant peak: fp32 for ``fp32`` (and ``free-linear``), bf16 for ``bf16``, the NF4
+   compute dtype for ``nf4``, int8 for ``torchao-int8``, ``torch-int8``, ``ternary`` and ``packed``.
 3. **QAT training step**: seconds per step (forward + backward + AdamW step, MLM loss on random tokens with 15% of
    the positions replaced by ``<mask>`` and scored) of a ternary ``BitEsmForMaskedLM`` and of the same model with
    ``quantization=None``, fp32 and bf16 autocast, batch 8 x 512, 8M shape (``--train-shapes``), and their ratio.
+   Both models of a pair share one process and their timed steps alternate (``measure_train``), so the ratio
+   is not at the mercy of the machine's drift between processes. On an x86 CPU the ternary step multiplies the
+   forward codes on oneDNN's int8 GEMM (``bitesm.nn.int8_linear.training_codes_kernel``).
 
 Method: every cell (one model, one row, one batch shape) runs in a fresh subprocess (``--in-process`` runs them in
 this process instead, for smoke tests) so its peak memory is its own. In the cell: one forward (or step) of a tiny
@@ -52,7 +60,10 @@ the full-shape forward (``VmHWM``, reset through ``/proc/self/clear_refs`` just 
 model was built, so model, caches and activations count, the interpreter and libraries do not (the JSON also has
 ``resident_mib``, the memory held after the warm-up forward); on CUDA
 ``torch.cuda.max_memory_allocated`` beyond the memory allocated before the model was built. Threads: torch's
-default. A row that fails prints its error in the table and the run goes on.
+default. Memory allocator: each cell sets glibc's ``M_MMAP_THRESHOLD`` to 32 MiB and ``M_TRIM_THRESHOLD`` to 1 GiB
+(``_steady_malloc``), so a forward reuses the memory the previous one freed instead of page-faulting it back in (the
+default made the first model of a process up to 1.8x slower, unevenly across rows). A row that fails prints its error
+in the table and the run goes on.
 
 Usage::
 
@@ -97,11 +108,12 @@ ROWS = {
     "nf4": ("bitsandbytes NF4", "compute"),
     "torchao-int8": ("torchao int8 dynamic (W8A8)", "int8"),
     "torch-int8": ("torch.ao dynamic int8 (W8A8)", "int8"),
-    "ternary": ("bitesm ternary fake-quant", "fp32"),
+    "ternary": ("bitesm ternary, latent fp32 weights", "int8"),
     "packed": ("bitesm ternary 2-bit packed", "int8"),
+    "free-linear": ("bound: fp32 with the encoder Linears free", "fp32"),
 }
-DEFAULT_ROWS = ("fp32", "bf16", "nf4", "torchao-int8", "torch-int8", "ternary", "packed")
-TINY_ROWS = ("fp32", "ternary")
+DEFAULT_ROWS = ("fp32", "bf16", "nf4", "torchao-int8", "torch-int8", "ternary", "packed", "free-linear")
+TINY_ROWS = ("fp32", "ternary", "free-linear")
 MARK = "@@inference_speed "
 WARMUP_TOKENS = 64
 MASK_ID, CLS_ID, EOS_ID = 32, 0, 2
@@ -126,6 +138,28 @@ def _status_mib(field: str) -> float | None:
 def _maxrss_mib() -> float:
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+#: glibc ``mallopt`` parameters and the values every cell runs with (``_steady_malloc``).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+STEADY_MALLOC = {"M_MMAP_THRESHOLD": 32 * 2**20, "M_TRIM_THRESHOLD": 2**30}
+
+
+def _steady_malloc() -> bool:
+    """Let glibc keep freed activation memory for the next forward instead of returning it to the kernel.
+
+    By default glibc serves large blocks with ``mmap`` and gives freed heap tops back, so every forward page-faults
+    its activations in again; how often depends on the allocation history, so the first model measured in a process
+    ran up to 1.8x slower than the same model measured second (``free-linear`` 0.82 s against 0.45 s, 8M at
+    8 x 512 on the 2-core CPU), unevenly across rows. Allocations up to 32 MiB come from the heap and the heap is
+    trimmed only beyond 1 GiB free (``_trim`` still trims explicitly for the memory baselines). Returns whether
+    ``mallopt`` was available (glibc)."""
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, STEADY_MALLOC["M_MMAP_THRESHOLD"])) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, STEADY_MALLOC["M_TRIM_THRESHOLD"]))
+    except (OSError, AttributeError):
+        return False
 
 
 def _trim() -> None:
@@ -264,6 +298,17 @@ def _save_checkpoint(shape: str, path: str) -> dict:
     return {"path": path}
 
 
+def _FreeLinear(out_features: int):
+    """Stand-in for an encoder Linear that costs only its zero output (the ``free-linear`` bound row)."""
+    import torch
+
+    class FreeLinear(torch.nn.Module):
+        def forward(self, x):
+            return x.new_zeros(*x.shape[:-1], out_features)
+
+    return FreeLinear()
+
+
 def _build(row: str, shape: str, device: str, checkpoint: str | None):
     """The model of ``row`` on ``device`` in eval mode, and the autocast context its forward runs under."""
     import torch
@@ -305,6 +350,12 @@ def _build(row: str, shape: str, device: str, checkpoint: str | None):
         ).eval()
         if disable_cpu_weight_repacking(model) == 0:
             raise RuntimeError("no bitsandbytes Linear4bit layer after loading")
+    elif row == "free-linear":
+        model = EsmForMaskedLM._from_config(config, attn_implementation="sdpa").eval().to(device)
+        for name in _encoder_linears(model):
+            parent, _, child = name.rpartition(".")
+            linear = model.get_submodule(name)
+            setattr(model.get_submodule(parent), child, _FreeLinear(linear.out_features))
     elif row in ("ternary", "packed"):
         from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
 
@@ -349,20 +400,23 @@ def measure_forward(spec: dict) -> dict:
 
 
 def measure_train(spec: dict) -> dict:
-    """One training-step cell: ``spec`` has shape, quantization (``"ternary"`` or None), precision (fp32 / bf16),
-    batch, length, device, repeats, slow_seconds, slow_repeats."""
+    """One training-step cell: the fp and the ternary model of one shape and precision in one process, timed in
+    alternation so that a slower or faster spell of the machine hits both alike (their ratio is the result; on a
+    shared 2-core machine separate processes minutes apart differ by 10-20%). ``spec`` has shape, precision (fp32 /
+    bf16), batch, length, device, repeats, slow_seconds, slow_repeats. Returns ``{"fp": {...}, "ternary": {...}}``
+    with seconds (median), n, first_seconds and peak_mib each."""
     import torch
 
     from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
 
     device = spec["device"]
-    autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if spec["precision"] == "bf16"
-                else nullcontext())
+    autocast = ((lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16))
+                if spec["precision"] == "bf16" else nullcontext)
 
-    def build(shape):
+    def build(shape, quantization):
         torch.manual_seed(0)
         model = BitEsmForMaskedLM(bitesm_config_from_esm(_esm_config(shape),
-                                                         quantization=spec["quantization"])).train().to(device)
+                                                         quantization=quantization)).train().to(device)
         return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def batch(n, length, seed):
@@ -376,22 +430,36 @@ def measure_train(spec: dict) -> dict:
 
     def step(model, optimizer, inputs):
         ids, labels = inputs
-        with autocast:
+        with autocast():
             loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        _sync(device)
         return loss
 
-    step(*build("tiny"), batch(1, 16, 2))  # load the code first (see measure_forward)
-    memory = _Memory(device)
-    model, optimizer = build(spec["shape"])
-    step(model, optimizer, batch(1, min(WARMUP_TOKENS, spec["length"]), 1))
-    _sync(device)
+    for quantization in ("ternary", None):
+        step(*build("tiny", quantization), batch(1, 16, 2))  # load the code first (see measure_forward)
     full = batch(spec["batch"], spec["length"], 0)
-    result = _timed(lambda: step(model, optimizer, full), device, spec["repeats"], spec["slow_seconds"],
-                    spec["slow_repeats"], memory)
-    return {**result, "threads": torch.get_num_threads()}
+    models, results = {}, {}
+    for name, quantization in (("fp", None), ("ternary", "ternary")):
+        memory = _Memory(device)  # baseline: everything built before this model
+        models[name] = build(spec["shape"], quantization)
+        step(*models[name], batch(1, min(WARMUP_TOKENS, spec["length"]), 1))
+        memory.start()
+        start = time.perf_counter()
+        step(*models[name], full)
+        results[name] = {"first_seconds": time.perf_counter() - start, "peak_mib": memory.peak_mib(), "times": []}
+    slow = max(r["first_seconds"] for r in results.values()) > spec["slow_seconds"]
+    for _ in range(max(min(spec["repeats"], spec["slow_repeats"]) if slow else spec["repeats"], 1)):
+        for name in ("fp", "ternary"):
+            start = time.perf_counter()
+            step(*models[name], full)
+            results[name]["times"].append(time.perf_counter() - start)
+    for r in results.values():
+        times = r.pop("times")
+        r.update(seconds=statistics.median(times), n=len(times), threads=torch.get_num_threads())
+    return results
 
 
 def measure_gemm(spec: dict) -> dict:
@@ -451,6 +519,7 @@ def _short(e: BaseException, limit: int = 160) -> str:
 def run_spec(spec: dict) -> dict:
     """Measure one cell in this process; errors come back as ``{"error": ...}`` (``"not available"`` for rows whose
     implementation is missing)."""
+    _steady_malloc()
     try:
         if spec["task"] == "save":
             return _save_checkpoint(spec["shape"], spec["path"])
@@ -561,7 +630,8 @@ def main(argv=None) -> int:
     parser.add_argument("--train-precisions", default="fp32,bf16", help="comma list of fp32, bf16 (or none)")
     parser.add_argument("--train-batch", default=None, help="BATCHxLENGTH of the training step (default 8x512)")
     parser.add_argument("--tiny", action="store_true",
-                        help="smoke test: hidden 32, 2 layers, batch 1x16, 1 repeat, rows fp32,ternary, in-process")
+                        help="smoke test: hidden 32, 2 layers, batch 1x16, 1 repeat, rows fp32,ternary,free-linear, "
+                             "in-process")
     parser.add_argument("--in-process", action="store_true",
                         help="measure every cell in this process (no clean peak memory; for smoke tests)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per cell subprocess")
@@ -644,11 +714,10 @@ def main(argv=None) -> int:
     tb, tt = train_batch
     for shape in train_shapes:
         for precision in train_precisions:
-            pair = {}
-            for quant in ("ternary", None):
-                spec = {"task": "train", "shape": shape, "quantization": quant, "precision": precision, "batch": tb,
-                        "length": tt}
-                pair[quant or "fp"] = cell(spec, f"train {shape} {quant or 'fp'} {precision} {tb}x{tt}")
+            spec = {"task": "train", "shape": shape, "precision": precision, "batch": tb, "length": tt}
+            pair = cell(spec, f"train {shape} fp and ternary {precision} {tb}x{tt}")
+            if "error" in pair:
+                pair = {"fp": pair, "ternary": pair}
             entry = {"shape": shape, "precision": precision, "batch": tb, "length": tt,
                      "ternary": pair["ternary"], "fp": pair["fp"]}
             if "seconds" in pair["ternary"] and "seconds" in pair["fp"]:

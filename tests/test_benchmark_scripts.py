@@ -17,14 +17,15 @@ def _load(name: str):
 
 
 def test_inference_speed_smoke(capsys, tmp_path, one_thread):
-    """``--tiny``: hidden 32, 2 layers, batch 1 x 16, one repeat, rows fp32 and ternary fake-quant, in-process."""
+    """``--tiny``: hidden 32, 2 layers, batch 1 x 16, one repeat, rows fp32, ternary and the free-Linear bound,
+    in-process."""
     bench = _load("inference_speed")
     out_file = tmp_path / "speed.json"
     assert bench.main(["--tiny", "--output", str(out_file)]) == 0
     out = capsys.readouterr().out
 
     number = r"\d+(?:\.\d+)?(?:e[-+]?\d+)?"
-    for label in ("transformers fp32 (sdpa)", "bitesm ternary fake-quant"):
+    for label in ("transformers fp32 (sdpa)", "bitesm ternary, latent fp32 weights"):
         row = re.search(rf"^\| tiny \| {re.escape(label)} \| 1 x 16 \| ({number}) \| ({number}) \| 1 \|", out, re.M)
         assert row, f"no measured row for {label!r} in:\n{out}"
         assert float(row.group(1)) > 0
@@ -35,10 +36,14 @@ def test_inference_speed_smoke(capsys, tmp_path, one_thread):
                          out, re.M), out
 
     report = json.loads(out_file.read_text())
-    assert {e["row"] for e in report["forward"]} == {"fp32", "ternary"}
+    assert {e["row"] for e in report["forward"]} == {"fp32", "ternary", "free-linear"}
     assert all("error" not in e and e["tokens_per_s"] > 0 and "fraction_of_peak" in e for e in report["forward"])
     assert set(report["gemm"]["peaks"]) >= {"fp32", "bf16", "int8"}
     assert [t["precision"] for t in report["train"]] == ["fp32", "bf16"] and all("ratio" in t for t in report["train"])
+    # the bound row has no encoder Linear left, and keeps everything else
+    free, _ = bench._build("free-linear", "tiny", "cpu", None)
+    assert bench._encoder_linears(free) == [] and free.lm_head.dense.out_features == 32
+    assert free(input_ids=bench._tokens(1, 8, "cpu")).logits.shape == (1, 8, 33)
     # ops per token of the 8M shape at 512 tokens: 6 layers x (2 (4 h^2 + 2 h ffn) + 4 T h), h 320, ffn 1280
     assert bench.ops_per_token("8M", 512) == 6 * (2 * (4 * 320**2 + 2 * 320 * 1280) + 4 * 512 * 320)
 
