@@ -1,4 +1,4 @@
-"""Shared fixtures for the quantizer / BitLinear / model tests (kept small on purpose)."""
+"""Shared fixtures and tiny models of the tests (kept small on purpose)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+#: The real ESM-2 8M config and tokenizer files (no weights).
+ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
 
 #: The six Linear layers of every ESM-2 encoder layer, all converted to BitLinear.
 PER_LAYER = (
@@ -56,3 +58,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_esm(max_position_embeddings: int = 1026, seed: int = 0, hidden_size: int = 32,
+             intermediate_size: int = 64):
+    """A random transformers ``EsmForMaskedLM`` in eval mode: the ESM-2 8M config and vocabulary shrunk to 2 layers of
+    4 heads (hidden 32, FFN 64 unless given), seeded."""
+    from transformers import EsmConfig, EsmForMaskedLM
+
+    cfg = EsmConfig.from_pretrained(str(ESM_DIR), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=intermediate_size,
+                                    max_position_embeddings=max_position_embeddings)
+    torch.manual_seed(seed)
+    return EsmForMaskedLM(cfg).eval()

@@ -39,6 +39,8 @@ from bitesm.evaluation.structures import (
 )
 from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
 
+from conftest import tiny_esm
+
 REPO = Path(__file__).resolve().parents[1]
 ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
 STRUCTURES = REPO / "data" / "structures"
@@ -49,13 +51,6 @@ SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEK"
 @pytest.fixture(scope="module")
 def tok():
     return EsmTokenizer.from_pretrained(str(ESM_DIR))
-
-
-def tiny_esm(seed: int = 0, max_position_embeddings: int = 1026) -> EsmForMaskedLM:
-    cfg = EsmConfig.from_pretrained(str(ESM_DIR), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=64, max_position_embeddings=max_position_embeddings)
-    torch.manual_seed(seed)
-    return EsmForMaskedLM(cfg).eval()
 
 
 def tiny_bitesm(quantization: str | None = "ternary", window: int | None = None, seed: int = 0) -> BitEsmForMaskedLM:

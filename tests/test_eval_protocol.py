@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+from transformers import EsmForMaskedLM, EsmTokenizer
 
 from bitesm.cli import main as bitesm_main
 from bitesm.evaluation import (
@@ -30,6 +30,8 @@ from bitesm.evaluation import (
 from bitesm.evaluation.cache import ResultCache, model_fingerprint
 from bitesm.evaluation.compare import CompareInputError, compare, markdown_table
 from bitesm.evaluation.run import EvalInputError, EvalSettings, checkpoint_models, parse_suites, run_evaluation, watch
+
+from conftest import tiny_esm
 
 sys.path.insert(0, str(Path(__file__).parent))
 import reference_scoring as ref  # noqa: E402
@@ -46,13 +48,6 @@ AA = "ACDEFGHIKLMNPQRSTVWY"
 @pytest.fixture(scope="module")
 def tok():
     return EsmTokenizer.from_pretrained(str(ESM_DIR))
-
-
-def tiny_esm(max_position_embeddings: int = 1026, seed: int = 0) -> EsmForMaskedLM:
-    cfg = EsmConfig.from_pretrained(str(ESM_DIR), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=64, max_position_embeddings=max_position_embeddings)
-    torch.manual_seed(seed)
-    return EsmForMaskedLM(cfg).eval()
 
 
 def target_seq(dms_id: str) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+from transformers import EsmTokenizer
 
 from bitesm.data import read_fasta
 from bitesm.evaluation import go_prediction
@@ -39,6 +39,8 @@ from bitesm.evaluation.ontology import (
     write_ia,
 )
 from bitesm.evaluation.run import EvalSettings
+
+from conftest import tiny_esm
 
 REPO = Path(__file__).resolve().parents[1]
 ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
@@ -337,13 +339,6 @@ def test_frequency_baseline_equals_independent_cafaeval(go2014, tmp_path):
 
 
 # ----------------------------------------------------------------------------- (6) the go suite and its cache
-def tiny_esm() -> EsmForMaskedLM:
-    cfg = EsmConfig.from_pretrained(str(ESM_DIR), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=64, max_position_embeddings=1026)
-    torch.manual_seed(0)
-    return EsmForMaskedLM(cfg).eval()
-
-
 def write_subset(tmp_path: Path, n_train: int, n_valid: int) -> dict[str, str]:
     out = {}
     for split, n in (("train", n_train), ("valid", n_valid)):

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
-from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+from transformers import EsmConfig, EsmTokenizer
 
 from bitesm.evaluation import (
     MutantMismatchError,
@@ -34,6 +34,8 @@ from bitesm.evaluation import (
     validate_mutants,
 )
 
+from conftest import tiny_esm
+
 REPO = Path(__file__).resolve().parents[1]
 ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
 PG = REPO / "data" / "proteingym"
@@ -50,24 +52,19 @@ def tok():
     return EsmTokenizer.from_pretrained(str(ESM_DIR))
 
 
-def tiny_esm(max_position_embeddings: int = 1026, seed: int = 0) -> EsmForMaskedLM:
-    cfg = EsmConfig.from_pretrained(
-        str(ESM_DIR), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=max_position_embeddings,
-    )
-    torch.manual_seed(seed)
-    return EsmForMaskedLM(cfg).eval()
+def tiny_esm64(max_position_embeddings: int = 1026, seed: int = 0):
+    return tiny_esm(max_position_embeddings, seed, hidden_size=64, intermediate_size=128)
 
 
 @pytest.fixture(scope="module")
 def model():
-    return tiny_esm()
+    return tiny_esm64()
 
 
 @pytest.fixture(scope="module")
 def small_ctx_model():
     # max_position_embeddings 66 -> 64-token window (ProteinGym's W) -> 62 residues.
-    return tiny_esm(max_position_embeddings=66, seed=1)
+    return tiny_esm64(max_position_embeddings=66, seed=1)
 
 
 def random_seq(n: int, seed: int) -> str:
@@ -265,11 +262,11 @@ def test_window_boundary(small_ctx_model, tok):
 
 
 def test_bf16_model_and_training_mode_restored(tok):
-    m32 = tiny_esm(seed=4)
+    m32 = tiny_esm64(seed=4)
     seq = random_seq(60, 5)
     mutants = sample_mutants(seq, [3, 20, 21, 59], seed=6)
     s32 = masked_marginals_scores(m32, tok, seq, mutants)
-    mbf = tiny_esm(seed=4).to(torch.bfloat16).train()
+    mbf = tiny_esm64(seed=4).to(torch.bfloat16).train()
     sbf = masked_marginals_scores(mbf, tok, seq, mutants, device="cpu")
     assert sbf.dtype == np.float64 and np.all(np.isfinite(sbf))
     assert mbf.training  # restored
