@@ -22,6 +22,10 @@ Backends (:func:`int8_backend`):
   ``K < 2^24 / 128`` in float32, no faster than the float model (the reference for the others).
 
 ``BITESM_INT8_BACKEND`` (``onednn``, ``int_mm`` or ``float``) forces a backend.
+
+Users: :class:`~bitesm.nn.bitlinear.BitLinear` without gradients and
+:class:`~bitesm.nn.packed_bitlinear.PackedBitLinear` (:class:`TernaryInt8Weight`, weight prepacked once), and
+BitLinear's training forward on x86 CPUs (:func:`training_codes_kernel`, weight prepacked every step).
 """
 
 from __future__ import annotations
