@@ -61,7 +61,7 @@ model was built, so model, caches and activations count, the interpreter and lib
 ``resident_mib``, the memory held after the warm-up forward); on CUDA
 ``torch.cuda.max_memory_allocated`` beyond the memory allocated before the model was built. Threads: torch's
 default. Memory allocator: each cell sets glibc's ``M_MMAP_THRESHOLD`` to 32 MiB and ``M_TRIM_THRESHOLD`` to 1 GiB
-(``_steady_malloc``), so a forward reuses the memory the previous one freed instead of page-faulting it back in (the
+(``bitesm.runtime.steady_malloc``, as the ``bitesm`` command does), so a forward reuses the memory the previous one freed instead of page-faulting it back in (the
 default made the first model of a process up to 1.8x slower, unevenly across rows). A row that fails prints its error
 in the table and the run goes on.
 
@@ -140,26 +140,14 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-#: glibc ``mallopt`` parameters and the values every cell runs with (``_steady_malloc``).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-STEADY_MALLOC = {"M_MMAP_THRESHOLD": 32 * 2**20, "M_TRIM_THRESHOLD": 2**30}
-
-
 def _steady_malloc() -> bool:
-    """Let glibc keep freed activation memory for the next forward instead of returning it to the kernel.
+    """:func:`bitesm.runtime.steady_malloc` (what the ``bitesm`` command does at start): glibc keeps freed activation
+    memory for the next forward instead of returning it to the kernel. Without it the first model measured in a
+    process ran up to 1.8x slower than the same model measured second (``free-linear`` 0.82 s against 0.45 s, 8M at
+    8 x 512 on the 2-core CPU), unevenly across rows. ``_trim`` still trims explicitly for the memory baselines."""
+    from bitesm.runtime import steady_malloc
 
-    By default glibc serves large blocks with ``mmap`` and gives freed heap tops back, so every forward page-faults
-    its activations in again; how often depends on the allocation history, so the first model measured in a process
-    ran up to 1.8x slower than the same model measured second (``free-linear`` 0.82 s against 0.45 s, 8M at
-    8 x 512 on the 2-core CPU), unevenly across rows. Allocations up to 32 MiB come from the heap and the heap is
-    trimmed only beyond 1 GiB free (``_trim`` still trims explicitly for the memory baselines). Returns whether
-    ``mallopt`` was available (glibc)."""
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, STEADY_MALLOC["M_MMAP_THRESHOLD"])) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, STEADY_MALLOC["M_TRIM_THRESHOLD"]))
-    except (OSError, AttributeError):
-        return False
+    return steady_malloc()
 
 
 def _trim() -> None:
@@ -519,11 +507,11 @@ def _short(e: BaseException, limit: int = 160) -> str:
 def run_spec(spec: dict) -> dict:
     """Measure one cell in this process; errors come back as ``{"error": ...}`` (``"not available"`` for rows whose
     implementation is missing)."""
-    _steady_malloc()
+    steady = _steady_malloc()
     try:
         if spec["task"] == "save":
             return _save_checkpoint(spec["shape"], spec["path"])
-        return TASKS[spec["task"]](spec)
+        return {**TASKS[spec["task"]](spec), "steady_malloc": steady}
     except NotAvailable as e:
         return {"error": f"not available ({e})", "not_available": True}
     except Exception as e:  # noqa: BLE001 - the table shows the error, the run continues
@@ -733,9 +721,13 @@ def main(argv=None) -> int:
 
 def print_tables(report: dict) -> None:
     v = report["versions"]
+    steady = [e.get("steady_malloc") for e in report["forward"] if "seconds" in e]
+    allocator = ("; glibc malloc steady (bitesm.runtime)" if steady and all(steady) else
+                 "; glibc malloc adaptive (timings depend on the process's history)" if steady else "")
     print(f"Inference speed, {report['device']} ({report['machine']}); torch {v['torch']}, transformers "
           f"{v['transformers']}, bitsandbytes {v['bitsandbytes']}, torchao {v['torchao']}; median of "
-          f"{report['repeats']} after warm-up{'; in-process (memory not isolated)' if report['in_process'] else ''}\n")
+          f"{report['repeats']} after warm-up{'; in-process (memory not isolated)' if report['in_process'] else ''}"
+          f"{allocator}\n")
 
     gemm = report["gemm"]
     if gemm is not None:

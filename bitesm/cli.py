@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runtime import steady_malloc
+
+    steady_malloc()  # reuse freed CPU activations instead of page-faulting them in every forward (bitesm.runtime)
     args = build_parser().parse_args(argv)
     return args.handler(args)
 
