@@ -5,7 +5,7 @@ thresholds to the allocation history. A forward pass frees activations of tens o
 again, so every pass page-faults (and the kernel zeroes) them anew, by an amount that depends on what ran before.
 Measured on a 2-core CPU (``benchmarks/inference_speed.py``, ``benchmarks/README.md``): the same ESM-2 8M-shaped
 forward at 8 x 512 tokens took 0.82 s measured first in a process and 0.45 s measured second; ``bitesm embed`` of
-400 proteins with an 8M-shaped ternary model took 64 s by default and 53 s with the settings below.
+400 proteins with an 8M-shaped ternary model took 65.9 s by default and 54.6 s with the settings below.
 
 :func:`steady_malloc` keeps blocks up to 32 MiB on the heap (``M_MMAP_THRESHOLD``) and trims the heap only when
 more than 1 GiB of it is free (``M_TRIM_THRESHOLD``): the memory a forward frees is reused by the next one. The
