@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from ..io import atomic_write_json
 from .cache import ResultCache, file_fingerprint, model_fingerprint
 from .context import attention_window, default_max_residues
-from .model_loading import DTYPES, ModelLoadError, load_masked_lm, resolve_device
+from .model_loading import ModelLoadError, add_device_arguments, load_masked_lm, resolve_device
 from .scoring import ProteinGymInputError, encode_sequence
 from .structures import StructureContacts, StructureError, find_structure_files, load_structure_contacts
 
@@ -712,9 +712,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--C", dest="C", type=float, default=DEFAULT_C,
                         help=f"inverse L1 strength of the regression (default {DEFAULT_C})")
     parser.add_argument("--output", required=True, help="write the results JSON here")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
-                        help="model weights dtype (attention maps are used in float32)")
+    add_device_arguments(parser, "model weights dtype (attention maps are used in float32)")
     return parser
 
 

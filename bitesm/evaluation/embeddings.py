@@ -407,8 +407,9 @@ def add_cli_arguments(parser: Any) -> Any:
     parser.add_argument("--max-residues", type=int, default=None,
                         help="residues per pass (default: the model's maximum; unlimited for a long model)")
     parser.add_argument("--max-tokens", type=int, default=16_384, help="padded tokens per forward pass")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default="float32", help="float32 / bfloat16 / float16")
+    from .model_loading import add_device_arguments  # imported late, as in cli_main
+
+    add_device_arguments(parser)
     return parser
 
 

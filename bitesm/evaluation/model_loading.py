@@ -9,7 +9,7 @@ import torch
 
 from ..data.tokenizer import load_tokenizer
 
-__all__ = ["DTYPES", "ModelLoadError", "load_masked_lm", "resolve_device"]
+__all__ = ["DTYPES", "ModelLoadError", "add_device_arguments", "load_masked_lm", "resolve_device"]
 
 #: ``--dtype`` names -> torch dtypes of the model weights (log-softmax is always float32).
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -17,6 +17,14 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 class ModelLoadError(ValueError):
     """A model could not be loaded for evaluation; the message names the model and the fix."""
+
+
+def add_device_arguments(parser: Any, dtype_help: str = "model weights dtype") -> Any:
+    """Add the ``--device`` and ``--dtype`` options every evaluation command takes (``--dtype`` one of
+    :data:`DTYPES`, default float32); returns ``parser``."""
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help=dtype_help)
+    return parser
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

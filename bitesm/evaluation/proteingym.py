@@ -39,7 +39,7 @@ from .mutants import MutantMismatchError, apply_mutant, validate_mutants
 from .aggregation import aggregate, bootstrap_standard_error
 from .cache import ResultCache, file_fingerprint, model_fingerprint, text_fingerprint
 from .metrics import METRICS, assay_metrics
-from .model_loading import DTYPES, ModelLoadError, load_masked_lm, resolve_device
+from .model_loading import ModelLoadError, add_device_arguments, load_masked_lm, resolve_device
 from .scoring import STRATEGIES, ProteinGymInputError, score_mutants, scoring_window
 
 __all__ = [
@@ -524,10 +524,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                              "pseudo-ppl costs one forward pass per residue of every mutant)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="masked sequences per forward pass (default 32)")
-    parser.add_argument("--device", default=None,
-                        help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
-                        help="model weights dtype (log-softmax is always float32)")
+    add_device_arguments(parser, "model weights dtype (log-softmax is always float32)")
     return parser
 
 

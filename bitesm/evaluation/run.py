@@ -32,7 +32,7 @@ from ..io import atomic_write_json
 from ..training import checkpoint as ckpt
 from .cache import ResultCache, model_fingerprint
 from .contacts import ContactsInputError
-from .model_loading import DTYPES, ModelLoadError, load_masked_lm, resolve_device
+from .model_loading import ModelLoadError, add_device_arguments, load_masked_lm, resolve_device
 from .mutants import MutantMismatchError
 from .ontology import GoFormatError
 from .scoring import STRATEGIES, ProteinGymInputError
@@ -358,8 +358,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=STRATEGIES, default="masked-marginals",
                         help="ProteinGym scoring strategy (default masked-marginals)")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model weights dtype")
+    add_device_arguments(parser)
     parser.add_argument("--cache-dir", default=None,
                         help="result cache folder (default $BITESM_CACHE_DIR or ~/.cache/bitesm/eval)")
     parser.add_argument("--no-cache", action="store_true", help="recompute everything and store nothing")
