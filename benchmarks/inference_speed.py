@@ -140,16 +140,6 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def _steady_malloc() -> bool:
-    """:func:`bitesm.runtime.steady_malloc` (what the ``bitesm`` command does at start): glibc keeps freed activation
-    memory for the next forward instead of returning it to the kernel. Without it the first model measured in a
-    process ran up to 1.8x slower than the same model measured second (``free-linear`` 0.82 s against 0.45 s, 8M at
-    8 x 512 on the 2-core CPU), unevenly across rows. ``_trim`` still trims explicitly for the memory baselines."""
-    from bitesm.runtime import steady_malloc
-
-    return steady_malloc()
-
-
 def _trim() -> None:
     """Collect garbage and give freed heap pages back to the OS (glibc), so RSS is what is live."""
     gc.collect()
@@ -507,7 +497,9 @@ def _short(e: BaseException, limit: int = 160) -> str:
 def run_spec(spec: dict) -> dict:
     """Measure one cell in this process; errors come back as ``{"error": ...}`` (``"not available"`` for rows whose
     implementation is missing)."""
-    steady = _steady_malloc()
+    from bitesm.runtime import steady_malloc  # the allocator settings of the bitesm command (module docstring)
+
+    steady = steady_malloc()
     try:
         if spec["task"] == "save":
             return _save_checkpoint(spec["shape"], spec["path"])
