@@ -24,6 +24,8 @@ from typing import Iterator
 from biotite.file import InvalidFileError
 from biotite.sequence.io.fasta import FastaFile
 
+from ..errors import UserInputError
+
 __all__ = [
     "ESM_RESIDUES",
     "STANDARD_AMINO_ACIDS",
@@ -46,12 +48,12 @@ _INVALID_RESIDUE_RE = re.compile(f"[^{ESM_RESIDUES}]", re.IGNORECASE)
 _WHITESPACE_RE = re.compile(r"\s+")
 
 
-class FastaFormatError(ValueError):
+class FastaFormatError(UserInputError):
     """A FASTA file is malformed (no header, text before the first header,
     a record without sequence, not a (gzip) text file, ...)."""
 
 
-class InvalidResidueError(ValueError):
+class InvalidResidueError(UserInputError):
     """A sequence contains a character that is not an ESM-2 residue letter."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UserInputError
 from .collator import _encode, _residue_lut
 from .fasta import iter_fasta, validate_sequence
 
@@ -41,7 +42,7 @@ __all__ = [
 FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas")
 
 
-class LabelledDataError(ValueError):
+class LabelledDataError(UserInputError):
     """A labelled-protein file is malformed or its labels do not match its sequences; the message names the file,
     the offending rows or ids, and the fix."""
 

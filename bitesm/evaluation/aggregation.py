@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from ..errors import UserInputError
 from .metrics import METRICS
 
 __all__ = [
@@ -60,7 +61,7 @@ _METRIC_ALIASES = {"top_recall": "recall"}
 _ELEMENTS_PER_CHUNK = 1 << 22  # bootstrap work arrays of at most ~32 MB (float64)
 
 
-class AggregationInputError(ValueError):
+class AggregationInputError(UserInputError):
     """A per-assay table, reference file or model series cannot be aggregated as ProteinGym does."""
 
 

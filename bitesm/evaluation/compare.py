@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import UserInputError
 from ..io import atomic_write_text
 from .aggregation import AggregationInputError, aggregate, bootstrap_standard_error, paired_z_test
 from .metrics import METRICS
@@ -39,7 +40,7 @@ _DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "data" / "proteingym"
 _PUBLISHED_LABELS = {key: f"ESM-2 {key.split('_')[1]} (published)" for key in PUBLISHED_MODELS.values()}
 
 
-class CompareInputError(ValueError):
+class CompareInputError(UserInputError):
     """A ``bitesm eval compare`` input is unusable; the message names the input and the fix."""
 
 

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import UserInputError
 from ..io import atomic_write_json
 from .cache import ResultCache, file_fingerprint, model_fingerprint
 from .context import attention_window, default_max_residues
@@ -91,7 +92,7 @@ _SUITE_OPTIONS = ("structures", "n_train", "seed", "C", "threshold", "min_separa
 _RETURNS_ATTENTION_MAPS = ("eager", "bitesm_ptq")
 
 
-class ContactsInputError(ValueError):
+class ContactsInputError(UserInputError):
     """A contact evaluation input is unusable (long model, protein too long, too few structures, bad option); the
     message names the input and the fix."""
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..data.tokenizer import load_tokenizer
+from ..errors import UserInputError
 
 __all__ = ["DTYPES", "ModelLoadError", "add_device_arguments", "load_masked_lm", "resolve_device"]
 
@@ -15,7 +16,7 @@ __all__ = ["DTYPES", "ModelLoadError", "add_device_arguments", "load_masked_lm",
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserInputError):
     """A model could not be loaded for evaluation; the message names the model and the fix."""
 
 
@@ -54,8 +55,9 @@ def load_masked_lm(
     Raises:
         ModelLoadError: unknown ``dtype``, or the checkpoint cannot be loaded (message has transformers' reason).
     """
-    import bitesm  # noqa: F401  (registers bitesm model types with the Auto classes)
     from transformers import AutoModelForMaskedLM
+
+    import bitesm  # noqa: F401  (registers bitesm model types with the Auto classes)
 
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")

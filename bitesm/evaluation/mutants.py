@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable
 
 from ..data.fasta import ESM_RESIDUES, STANDARD_AMINO_ACIDS
+from ..errors import UserInputError
 
 __all__ = [
     "ALLOWED_MUTANT_RESIDUES",
@@ -31,7 +32,7 @@ _SINGLE_RE = re.compile(r"^([A-Za-z])([0-9]+)([A-Za-z])$")
 _MAX_REPORTED = 5
 
 
-class MutantMismatchError(ValueError):
+class MutantMismatchError(UserInputError):
     """A mutant string does not fit its assay's reference sequence, or is malformed.
 
     Raised by :func:`validate_mutants` (and therefore by the ProteinGym scoring functions). The

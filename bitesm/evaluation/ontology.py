@@ -43,6 +43,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import UserInputError
+
 __all__ = [
     "ASPECTS",
     "ASPECT_OF_NAMESPACE",
@@ -72,7 +74,7 @@ ROOTS: dict[str, str] = {"BPO": "GO:0008150", "CCO": "GO:0005575", "MFO": "GO:00
 _HEADER = ("EntryID", "term", "aspect")
 
 
-class GoFormatError(ValueError):
+class GoFormatError(UserInputError):
     """A GO input file (annotations, OBO, IA) is unusable; the message names the file, the line and the fix."""
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UserInputError
 from ..io import atomic_write_json
 from ..training import checkpoint as ckpt
 from .cache import ResultCache, model_fingerprint
@@ -54,7 +55,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 _DEFAULT_ASSAYS = _REPO_ROOT / "data" / "proteingym" / "substitutions"
 
 
-class EvalInputError(ValueError):
+class EvalInputError(UserInputError):
     """A ``bitesm eval run`` / ``watch`` input is unusable (unknown suite, missing run folder, ...); names the fix."""
 
 

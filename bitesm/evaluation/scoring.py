@@ -43,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.collator import encode_protein
+from ..errors import UserInputError
 from .context import attention_window, default_max_residues, model_device
 from .mutants import apply_mutant, parse_mutant, validate_mutants
 
@@ -63,7 +64,7 @@ __all__ = [
 STRATEGIES = ("masked-marginals", "wt-marginals", "pseudo-ppl")
 
 
-class ProteinGymInputError(ValueError):
+class ProteinGymInputError(UserInputError):
     """An input of the ProteinGym evaluation (assay file, reference, assay id, tokenizer) is unusable.
 
     The message names the input and how to fix it.

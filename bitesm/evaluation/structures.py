@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserInputError
+
 __all__ = [
     "STRUCTURE_SUFFIXES",
     "ESM_RESIDUE_LETTERS",
@@ -45,7 +47,7 @@ STRUCTURE_SUFFIXES = {".pdb": "pdb", ".ent": "pdb", ".cif": "cif", ".mmcif": "ci
 ESM_RESIDUE_LETTERS = frozenset("ACDEFGHIKLMNPQRSTVWYXBZUO")
 
 
-class StructureError(ValueError):
+class StructureError(UserInputError):
     """A structure file cannot be used (unreadable, no protein chain, unknown chain); the message names the file
     and the fix."""
 

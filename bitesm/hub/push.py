@@ -29,6 +29,7 @@ from typing import Any
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+from ..errors import UserInputError
 from .model_card import TRAINING_CONFIG, find_evaluation, load_evaluation, model_card
 
 __all__ = ["HubPushError", "push_to_hub", "resolve_model_dir", "validate_model_folder", "stage_upload_folder"]
@@ -53,7 +54,7 @@ _LOGIN_FIX = (
 )
 
 
-class HubPushError(RuntimeError):
+class HubPushError(UserInputError):
     """A push to the Hub failed: a non-retryable HTTP error (bad token, no write access, no such namespace) or a
     network error that outlived the retries. The message says what failed and how to fix it; the original error is
     the ``__cause__``."""

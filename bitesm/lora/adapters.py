@@ -36,6 +36,7 @@ from peft.tuners.lora.layer import Linear as PeftLoraLinear
 from torch import nn
 
 from ..data import load_tokenizer
+from ..errors import UserInputError
 from ..nn.bitlinear import BitLinear
 from ..training import checkpoint as ckpt
 from ..training.config import DEFAULT_LORA_TARGETS, ConfigError
@@ -65,7 +66,7 @@ _TERNARY_MERGE = (
 )
 
 
-class TernaryMergeError(ValueError):
+class TernaryMergeError(UserInputError):
     """Merging a LoRA adapter into a ternary BitLinear base was requested (see the module docstring)."""
 
 

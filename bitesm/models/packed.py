@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserInputError
 from ..nn.packed_bitlinear import replace_bitlinear_with_packed
 
 __all__ = ["PackedExportError", "to_packed", "export_packed", "add_cli_arguments", "cli_main"]
@@ -26,7 +27,7 @@ __all__ = ["PackedExportError", "to_packed", "export_packed", "add_cli_arguments
 _CARRIED_FILES = ("training_config.yaml", "trainer_state.json", "README.md")
 
 
-class PackedExportError(ValueError):
+class PackedExportError(UserInputError):
     """The model cannot be packed (not a ternary bitesm model, or already packed); the message names the fix."""
 
 
@@ -74,8 +75,9 @@ def export_packed(model_dir: str | os.PathLike, output_dir: str | os.PathLike) -
         PackedExportError: see :func:`to_packed`; ``output_dir`` exists and is not empty.
         OSError: the checkpoint cannot be loaded.
     """
-    import bitesm  # noqa: F401  (registers the bitesm model type)
     from transformers import AutoModelForMaskedLM
+
+    import bitesm  # noqa: F401  (registers the bitesm model type)
 
     from ..data.tokenizer import load_tokenizer
     from ..training.checkpoint import replace_dir

@@ -18,10 +18,12 @@ from typing import Any
 
 import yaml
 
+from ..errors import UserInputError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """A training config is malformed or a value is out of range; the message names the key and the fix."""
 
 
