@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import http.server
 import importlib.util
 import itertools
@@ -33,7 +34,6 @@ from bitesm.data import (
 
 REPO = Path(__file__).resolve().parents[1]
 SWISSPROT_GZ = REPO / "data" / "pretrain" / "swissprot_2014-01_sample50k.fasta.gz"
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 MKTAYIAKQR_IDS = [0, 20, 15, 11, 5, 19, 12, 5, 15, 16, 10, 2]
 
@@ -177,17 +177,23 @@ def test_swissprot_sample_all_records():
     assert elapsed < 20
 
 
-def test_shared_plain_copy_matches_gz():
-    plain = SHARED_DATA / "pretrain" / "swissprot_2014-01_sample50k.fasta"
-    if not plain.exists():
-        pytest.skip(f"{plain} not available")
-    a = list(itertools.islice(iter_fasta(plain), 200))
-    b = list(itertools.islice(iter_fasta(SWISSPROT_GZ), 200))
-    assert a == b and len(a) == 200
-    uniref = SHARED_DATA / "pretrain" / "uniref50_esm_examples_some_proteins.fasta"
-    if uniref.exists():
-        recs = read_fasta(uniref)
-        assert len(recs) == 15 and all(r.startswith("UniRef50_") for r, _ in recs)
+def test_embedded_data_matches_its_checksums():
+    """Every embedded data file is the one data/README.md describes (data/SHA256SUMS), and none is unlisted."""
+    data = REPO / "data"
+    listed = {}
+    for line in (data / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        listed[name.removeprefix("./")] = digest
+    on_disk = {
+        str(p.relative_to(data)) for p in data.rglob("*")
+        if p.is_file() and p.name not in ("README.md", "SHA256SUMS") and p.suffix != ".py" and "__pycache__" not in p.parts
+    }
+    assert on_disk == set(listed), sorted(on_disk ^ set(listed))
+    for name, digest in listed.items():
+        assert hashlib.sha256((data / name).read_bytes()).hexdigest() == digest, name
+    # one figure counted independently of the checksums: 15 genuine UniRef50 records
+    recs = read_fasta(data / "pretrain" / "uniref50_esm_examples_some_proteins.fasta")
+    assert len(recs) == 15 and all(r.startswith("UniRef50_") for r, _ in recs)
 
 
 # --------------------------------------------------------------------------- datasets
