@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     prog = " ".join(["bitesm"] + [str(getattr(args, k)) for k in ("command", "suite", "conversion")
                                   if getattr(args, k, None)])
     try:
-        from .runtime import steady_malloc
+        from .runtime import quiet_optional_kernel_warning, steady_malloc
 
+        quiet_optional_kernel_warning()
         steady_malloc()  # reuse freed CPU activations instead of page-faulting them in every forward (bitesm.runtime)
         return args.handler(args)
     except KeyboardInterrupt:

@@ -15,10 +15,11 @@ peak memory is unchanged; the resident memory stays near the peak instead of fal
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import sys
 
-__all__ = ["MALLOC_ENV", "STEADY_MALLOC", "steady_malloc"]
+__all__ = ["MALLOC_ENV", "STEADY_MALLOC", "quiet_optional_kernel_warning", "steady_malloc"]
 
 #: ``$BITESM_MALLOC``: ``steady`` (the default) or ``default`` (leave glibc's adaptive settings alone).
 MALLOC_ENV = "BITESM_MALLOC"
@@ -55,3 +56,22 @@ def steady_malloc() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, STEADY_MALLOC["M_MMAP_THRESHOLD"])) and bool(
         mallopt(_M_TRIM_THRESHOLD, STEADY_MALLOC["M_TRIM_THRESHOLD"])
     )
+
+
+#: bitsandbytes (0.50) logs this at import on CPUs with AVX512-BF16 when the optional ``kernels`` package (which
+#: downloads a compiled kernel from the Hugging Face Hub at run time) is not installed; its own CPU kernels are used.
+_BNB_KERNELS_LOGGER = "bitsandbytes.backends.cpu.ops"
+_BNB_KERNELS_MESSAGE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+def _not_optional_kernel_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_BNB_KERNELS_MESSAGE)
+
+
+def quiet_optional_kernel_warning() -> None:
+    """Drop bitsandbytes' import-time warning that the optional Hub-downloaded CPU 4-bit kernel is missing (it then
+    uses its built-in CPU kernels, which bitesm's NF4 path is tested with). Only that one message of that one logger
+    is filtered; idempotent."""
+    logger = logging.getLogger(_BNB_KERNELS_LOGGER)
+    if _not_optional_kernel_notice not in logger.filters:
+        logger.addFilter(_not_optional_kernel_notice)

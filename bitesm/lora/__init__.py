@@ -7,6 +7,10 @@ are trained this way. Modules: ``nf4`` (bitsandbytes config, CPU fix), ``base`` 
 ``trainer`` (the pretraining loop with these), ``cli`` (``bitesm lora``).
 """
 
+from ..runtime import quiet_optional_kernel_warning
+
+quiet_optional_kernel_warning()  # before peft imports bitsandbytes
+
 from .adapters import (
     LoraBitLinear,
     TernaryMergeError,
