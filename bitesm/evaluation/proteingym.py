@@ -52,6 +52,7 @@ __all__ = [
     "evaluate_assay",
     "evaluate_proteingym",
     "summarize",
+    "describe_spearman",
     "add_cli_arguments",
     "cli_main",
 ]
@@ -504,6 +505,54 @@ def evaluate_proteingym(
 # ----------------------------------------------------------------------------------------------
 # CLI: bitesm eval proteingym --model DIR --assays PATH --output FILE
 # ----------------------------------------------------------------------------------------------
+#: ProteinGym's leaderboard averages all of its DMS substitution assays (217 in v1.3).
+LEADERBOARD_ASSAYS = 217
+
+
+def describe_spearman(result: dict[str, Any]) -> list[str]:
+    """One labelled line per Spearman's ρ of an :func:`evaluate_proteingym` result, each next to the published
+    ESM-2 values computed the same way over the same assays.
+
+    * ``mean Spearman's ρ``: the plain mean over the assays scored (``result["mean_spearman"]``).
+    * ``ProteinGym summary Spearman's ρ``: ProteinGym's aggregation of the same assays (mean per UniProt ID and
+      selection type, then per coarse selection type, then overall; ``result["summary"]["spearman"]``) with its
+      bootstrap standard error.
+
+    The leaderboard's own figures average all 217 assays; a result over fewer assays says so rather than sitting
+    next to them.
+
+    Args:
+        result: the dict :func:`evaluate_proteingym` returns (or its JSON file, loaded).
+
+    Returns:
+        lines of text, without trailing newlines.
+    """
+    n = result.get("n_assays", len(result.get("assays") or []))
+    labels = {key: label.replace("ESM2", "ESM-2") for label, key in PUBLISHED_MODELS.items()}
+
+    def published(values: dict[str, Any]) -> str:
+        shown = [f"{labels[k]} {v:.3f}" for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)]
+        return f"; published over the same {n} assays: {', '.join(shown)}" if shown else ""
+
+    lines = []
+    mean = result.get("mean_spearman")
+    if isinstance(mean, (int, float)) and math.isfinite(mean):
+        pub = {k: result.get(f"mean_published_spearman_{k}") for k in labels}
+        lines.append(f"mean Spearman's ρ over the {n} assays scored (plain mean): {mean:.4f}{published(pub)}")
+    summary = result.get("summary") or {}
+    if isinstance(summary.get("spearman"), (int, float)):
+        se = summary.get("spearman_bootstrap_se")
+        pub = {k: ((result.get("published_summary") or {}).get(k) or {}).get("spearman") for k in labels}
+        lines.append(
+            f"ProteinGym summary Spearman's ρ over the same {n} assays (mean per UniProt ID and selection type, then "
+            f"per selection type): {summary['spearman']:.4f}" + (f" ± {se:.4f}" if isinstance(se, float) else "")
+            + published(pub)
+        )
+    if lines and n < LEADERBOARD_ASSAYS:
+        lines.append(f"(the ProteinGym leaderboard averages all {LEADERBOARD_ASSAYS} assays: not comparable)")
+    return lines
+
+
 def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``bitesm eval proteingym`` options to ``parser`` (returned for chaining)."""
     default_assays = str(DEFAULT_ASSAYS_DIR) if DEFAULT_ASSAYS_DIR.is_dir() else None
@@ -575,7 +624,7 @@ def cli_main(args: argparse.Namespace) -> int:
         if has_pub:
             line += f" {fmt(r.get('published_spearman_ESM2_8M'))} {fmt(r.get('published_spearman_ESM2_35M'))}"
         print(line + f" {r['seconds']:7.1f}")
-    line = f"{'mean (' + str(result['n_assays']) + ' assays)':<34} {'':>6} {'':>5} {'':>7} {fmt(result['mean_spearman']):>9}"
+    line = f"{'plain mean (' + str(result['n_assays']) + ' assays)':<34} {'':>6} {'':>5} {'':>7} {fmt(result['mean_spearman']):>9}"
     if has_pub:
         line += f" {fmt(result['mean_published_spearman_ESM2_8M'])} {fmt(result['mean_published_spearman_ESM2_35M'])}"
     print(line + f" {result['seconds']:7.1f}")
@@ -583,6 +632,8 @@ def cli_main(args: argparse.Namespace) -> int:
     if summary:
         shown = ", ".join(f"{m} {summary[m]:.3f} ± {summary[m + '_bootstrap_se']:.3f}" for m in METRICS if m in summary)
         print(f"ProteinGym summary ({result['strategy']}; per protein, per selection type, overall): {shown}")
+    for line in describe_spearman(result):
+        print(line)
     if args.output:
         print(f"wrote {args.output}")
     return 0

@@ -394,12 +394,19 @@ _INPUT_ERRORS = (EvalInputError, ModelLoadError, FileNotFoundError, ProteinGymIn
 
 
 def _print_summary(name: str, out: dict[str, Any]) -> None:
+    from .proteingym import describe_spearman
+
     for suite, result in out["results"].items():
         info = out["suites"][suite]
         summary = result.get("summary") or {}
         shown = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float) and not k.endswith("_se"))
+        if suite == "proteingym":
+            shown = "ProteinGym summary " + shown if shown else shown
         print(f"{name}: {suite}: {shown or 'done'} ({info['seconds']:.1f} s, {info['cache_hits']} cached, "
               f"{info['cache_misses']} computed)")
+        if suite == "proteingym":
+            for line in describe_spearman(result):
+                print(f"  {line}")
 
 
 def run_cli_main(args: argparse.Namespace) -> int:
