@@ -1,4 +1,9 @@
-"""Atomic file writes: readers (and a run killed mid-write) never see a partial file."""
+"""Atomic file writes: readers (and a run killed mid-write) never see a partial file.
+
+Files bitesm writes follow the process umask like any ``open(path, "w")``: ``tempfile.mkstemp`` (used for atomic
+writes) and safetensors' ``save_file`` create files with mode 0600, so :func:`follow_umask` gives them
+``0666 & ~umask`` (0644 under the usual umask 022) before they are published.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,34 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def current_umask() -> int:
+    """The process umask (e.g. ``0o022``), read from ``/proc/self/status`` where the kernel reports it, else by
+    setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(*paths: str | os.PathLike) -> None:
+    """Give each file in ``paths`` the mode a plain ``open(path, "w")`` would: ``0666 & ~umask``.
+
+    ``tempfile.mkstemp`` and safetensors' ``save_file`` create files with mode 0600; bitesm calls this on the files
+    it wrote, never on a user's other files. Symlinks and missing paths are skipped.
+    """
+    mode = 0o666 & ~current_umask()
+    for path in paths:
+        path = Path(path)
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -20,6 +53,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        follow_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -45,6 +45,7 @@ import torch
 
 from ..data.collator import tokenize_residues
 from ..data.fasta import validate_sequence
+from ..io import follow_umask
 from .context import attention_window, default_max_residues, model_device
 
 __all__ = [
@@ -367,6 +368,7 @@ def save_embeddings(embeddings: EmbeddingSet, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    follow_umask(tmp)
     os.replace(tmp, path)
 
 
