@@ -1,13 +1,41 @@
 """bitesm: training, quantizing and evaluating low-bit ESM-2 protein language models.
 
-Importing :mod:`bitesm` registers the ``bitesm`` model type with transformers' Auto classes,
-so ``AutoModelForMaskedLM.from_pretrained(dir)`` works on bitesm checkpoints.
+Importing :mod:`bitesm` registers the ``bitesm`` model type with transformers' Auto classes, so
+``AutoModelForMaskedLM.from_pretrained(dir)`` and ``AutoTokenizer.from_pretrained(dir)`` work on bitesm checkpoints
+without ``trust_remote_code``. The import itself is light: the registration runs when transformers' Auto classes are
+imported (at once if they already are; :mod:`bitesm.auto_registration`), and the names below are imported on first
+use.
 """
+
+from __future__ import annotations
+
+import importlib
+
+from .auto_registration import register_when_transformers_loads
 
 __version__ = "0.1.0"
 
-from . import models as _models  # noqa: E402,F401  (registers the Auto classes)
-from .models import BitEsmConfig, BitEsmForMaskedLM, BitEsmModel  # noqa: E402
-from .nn import BitLinear, replace_linear_with_bitlinear  # noqa: E402
+#: Public names and the module each comes from (imported on first access, PEP 562).
+_LAZY = {
+    "BitEsmConfig": "bitesm.models",
+    "BitEsmModel": "bitesm.models",
+    "BitEsmForMaskedLM": "bitesm.models",
+    "BitLinear": "bitesm.nn",
+    "replace_linear_with_bitlinear": "bitesm.nn",
+}
+__all__ = list(_LAZY)
 
-__all__ = ["BitEsmConfig", "BitEsmModel", "BitEsmForMaskedLM", "BitLinear", "replace_linear_with_bitlinear"]
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bitesm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+register_when_transformers_loads()

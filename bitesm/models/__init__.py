@@ -1,35 +1,42 @@
-"""HF-native bitesm models, registered with transformers' AutoConfig / AutoModel / AutoModelForMaskedLM /
-AutoModelForSequenceClassification."""
+"""HF-native bitesm models: :class:`BitEsmConfig`, :class:`BitEsmModel`, :class:`BitEsmForMaskedLM`,
+:class:`BitEsmForSequenceClassification`, conversion from ESM-2 and to Long ESM-2.
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+The names are imported on first use (PEP 562), so ``import bitesm.models.configuration_bitesm`` does not import the
+modeling code. Importing ``configuration_bitesm`` registers the ``bitesm`` config with ``AutoConfig``; importing
+``modeling_bitesm`` (which the first ``BitEsmConfig`` created does) registers the model classes with ``AutoModel``,
+``AutoModelForMaskedLM`` and ``AutoModelForSequenceClassification``.
+"""
 
-from .configuration_bitesm import BitEsmConfig
-from .long import convert_to_long
-from .modeling_bitesm import (
-    BitEsmForMaskedLM,
-    BitEsmForSequenceClassification,
-    BitEsmModel,
-    bitesm_config_from_esm,
-    check_loading_info,
-    checkpoint_model_type,
-    load_esm_config,
-    load_masked_lm,
-)
+from __future__ import annotations
 
-AutoConfig.register(BitEsmConfig.model_type, BitEsmConfig, exist_ok=True)
-AutoModel.register(BitEsmConfig, BitEsmModel, exist_ok=True)
-AutoModelForMaskedLM.register(BitEsmConfig, BitEsmForMaskedLM, exist_ok=True)
-AutoModelForSequenceClassification.register(BitEsmConfig, BitEsmForSequenceClassification, exist_ok=True)
+import importlib
 
-__all__ = [
-    "BitEsmConfig",
-    "BitEsmModel",
-    "BitEsmForMaskedLM",
-    "BitEsmForSequenceClassification",
-    "bitesm_config_from_esm",
-    "check_loading_info",
-    "checkpoint_model_type",
-    "convert_to_long",
-    "load_esm_config",
-    "load_masked_lm",
-]
+#: Public names and the module each comes from.
+_LAZY = {
+    "BitEsmConfig": ".configuration_bitesm",
+    "BitEsmModel": ".modeling_bitesm",
+    "BitEsmForMaskedLM": ".modeling_bitesm",
+    "BitEsmForSequenceClassification": ".modeling_bitesm",
+    "bitesm_config_from_esm": ".modeling_bitesm",
+    "check_loading_info": ".checkpoint_checks",
+    "checkpoint_model_type": ".modeling_bitesm",
+    "load_esm_config": ".modeling_bitesm",
+    "load_masked_lm": ".modeling_bitesm",
+    "convert_to_long": ".long",
+    "CheckpointMismatchError": ".checkpoint_checks",
+    "check_checkpoint": ".checkpoint_checks",
+    "load_checked": ".checkpoint_checks",
+}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

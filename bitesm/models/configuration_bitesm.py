@@ -2,7 +2,7 @@
 
 # No ``from __future__ import annotations``: @strict checks field types only on real (non-string) annotations.
 from huggingface_hub.dataclasses import strict
-from transformers import EsmConfig
+from transformers.models.esm.configuration_esm import EsmConfig
 
 from ..ptq.sites import METHODS, SITES
 
@@ -60,6 +60,15 @@ class BitEsmConfig(EsmConfig):
     attention_window: int | None = None
     weight_format: str = "latent"
 
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if __name__.startswith("bitesm."):  # installed bitesm, not a checkpoint's remote-code copy of this file
+            import importlib
+
+            # importing the modeling module registers the model classes with the Auto classes (at its end), before
+            # AutoModel*.from_pretrained asks whether this config has local code
+            importlib.import_module("bitesm.models.modeling_bitesm")
+
     def validate_quantization(self):
         if self.quantization is not None and self.quantization not in QUANTIZATION_SCHEMES:
             raise ValueError(
@@ -110,4 +119,9 @@ def _validate_ptq(ptq: dict) -> None:
         raise ValueError(f"ptq.weight_granularity={ptq.get('weight_granularity')!r}; use 'per_channel' or 'per_tensor'")
 
 
-__all__ = ["BitEsmConfig", "QUANTIZATION_SCHEMES"]
+__all__ = ["QUANTIZATION_SCHEMES", "BitEsmConfig"]
+
+if __name__.startswith("bitesm."):  # installed bitesm (not a checkpoint's remote-code copy): AutoConfig knows "bitesm"
+    from transformers.models.auto.configuration_auto import AutoConfig
+
+    AutoConfig.register(BitEsmConfig.model_type, BitEsmConfig, exist_ok=True)
