@@ -35,6 +35,7 @@ from bitesm.models import (
     BitEsmForMaskedLM,
     BitEsmForSequenceClassification,
     BitEsmModel,
+    CheckpointMismatchError,
     bitesm_config_from_esm,
 )
 from bitesm.nn.bitlinear import BitLinear
@@ -256,15 +257,16 @@ def small_checkpoint_labelled_8m(tmp_path, small_esm_kwargs, esm8m_dir):
 
 
 def test_from_esm_shape_mismatch_raises(small_checkpoint_labelled_8m):
-    # transformers itself refuses size mismatches (the per-key report goes to its logger)
-    with pytest.raises(RuntimeError, match=r"ignore_mismatched_sizes"):
-        BitEsmForMaskedLM.from_esm(small_checkpoint_labelled_8m)
-    # when transformers is told to tolerate them, from_esm still refuses, naming the keys and shapes
+    # refused before loading, from the weight file's header: keys and shapes named, config.json named with the fix
     pattern = (
-        r"does not match the model \(mismatched_keys: .*esm\.embeddings\.word_embeddings\.weight"
-        r".*torch\.Size\(\[33, 64\]\), torch\.Size\(\[33, 320\]\)"
+        r"model\.safetensors do not fit the model .*config\.json describes \(mismatched_keys .*"
+        r"esm\.embeddings\.word_embeddings\.weight: \[33, 64\] stored, \[33, 320\] expected.*"
+        r"Fix: restore the original config\.json"
     )
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(CheckpointMismatchError, match=pattern):
+        BitEsmForMaskedLM.from_esm(small_checkpoint_labelled_8m)
+    # also when transformers is told to tolerate mismatched sizes
+    with pytest.raises(CheckpointMismatchError, match=pattern):
         BitEsmForMaskedLM.from_esm(small_checkpoint_labelled_8m, ignore_mismatched_sizes=True)
 
 
@@ -274,7 +276,7 @@ def test_from_esm_missing_keys_raises(tmp_path, small_esm_kwargs):
     weights = load_file(tmp_path / "model.safetensors")
     weights = {k: v for k, v in weights.items() if "layer.1." not in k}
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"missing_keys: \['esm\.encoder\.layer\.1\..*same shape \(config\.json\)"):
+    with pytest.raises(ValueError, match=r"do not fit the model .*config\.json describes \(missing_keys \['esm\.encoder\.layer\.1\."):
         BitEsmForMaskedLM.from_esm(tmp_path)
 
 

@@ -201,3 +201,98 @@ def test_calibrate_needs_quantizers_and_sequences(tokenizer):
     model = build_quantized_model(tiny_model(), ptq_settings(8, 8))
     with pytest.raises(ValueError, match="at least one sequence"):
         calibrate(model, tokenizer, [])
+
+
+# -- refusals: packed checkpoints, settings that would quantize nothing ------------------------------------------
+
+
+def _saved(model, folder: Path, tokenizer) -> Path:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if ": error: " in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_ptq_refuses_a_packed_checkpoint(tmp_path, tokenizer, capsys):
+    from bitesm.cli import main
+    from bitesm.models.packed import to_packed
+    from bitesm.ptq.convert import PTQInputError
+
+    packed = _saved(to_packed(tiny_model("ternary")), tmp_path / "packed", tokenizer)
+    with pytest.raises(PTQInputError, match=r"packed checkpoint \(weight_format 'packed' in .*config\.json.*"
+                                            r"quantize 0 weight tensors.*Fix: quantize the latent checkpoint, the one "
+                                            r"before 'bitesm export --format packed'"):
+        load_fp_model(packed)
+    assert main(["ptq", "--model", str(packed), "--output", str(tmp_path / "w8a8")]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("bitesm ptq: error: ") and "latent checkpoint" in line
+    assert not (tmp_path / "w8a8").exists()
+
+
+def test_ptq_refuses_settings_that_would_quantize_nothing(tmp_path, tokenizer, capsys):
+    from bitesm.cli import main
+    from bitesm.ptq.convert import PTQInputError, check_ptq_effect
+
+    ternary, fp = tiny_model("ternary"), tiny_model()
+    with pytest.raises(PTQInputError, match=r"--weight-bits 8: .* 12 encoder Linear layers are ternary.*0 tensors "
+                                            r"would be quantized.*Fix: pass --weight-bits 32"):
+        check_ptq_effect(ternary, ptq_settings(8, 8))
+    check_ptq_effect(ternary, ptq_settings(None, 8))  # activation-only PTQ of a ternary model is fine
+    check_ptq_effect(fp, ptq_settings(8, None))
+    with pytest.raises(PTQInputError, match=r"--weight-bits 32 --act-bits 32 quantizes nothing"):
+        check_ptq_effect(fp, ptq_settings(32, 32))
+    with pytest.raises(PTQInputError, match=r"--act-bits 8 with no --sites quantizes no activation"):
+        check_ptq_effect(fp, ptq_settings(None, 8, sites=[]))
+    with pytest.raises(PTQInputError, match=r"--layers \[5\] out of range: .* has 2 encoder layers"):
+        check_ptq_effect(fp, ptq_settings(None, 8, layers=[5]))
+    folder = _saved(ternary, tmp_path / "ternary", tokenizer)
+    assert main(["ptq", "--model", str(folder), "--output", str(tmp_path / "out"), "--weight-bits", "8",
+                 "--act-bits", "32"]) == 2
+    assert "mislabelled W8" in _one_error_line(capsys) and not (tmp_path / "out").exists()
+
+
+# -- ptq analyze: labels, the ternary note, the packed size, progress -----------------------------------------------
+
+
+def test_baseline_label_names_the_model_precision():
+    from bitesm.ptq.analysis import baseline_label
+
+    assert baseline_label(tiny_model("ternary")) == "ternary W1.58A8 (as trained)"
+    assert baseline_label(tiny_model()) == "FP32 (W32A32)"
+
+
+@pytest.mark.slow
+def test_analyze_a_ternary_model_labels_it_and_reports_the_export_size(tmp_path, tokenizer, capsys):
+    import argparse
+
+    from bitesm.models.packed import export_packed
+    from bitesm.ptq.analysis import TERNARY_WEIGHTS_NOTE, analyze
+
+    folder = _saved(tiny_model("ternary"), tmp_path / "ternary", tokenizer)
+    fasta = tmp_path / "proteins.fasta"
+    fasta.write_text("".join(f">p{i}\n{(SEQS[i % 4] * 2)[: 20 + 9 * i]}\n" for i in range(12)))
+    args = argparse.Namespace(
+        model=str(folder), calibration=str(fasta), sampling="uniform", num_calibration=2, observer="minmax",
+        max_length=64, batch_size=2, seed=0, output_dir=str(tmp_path / "analysis"), assays="", reference="",
+        assay_ids="", validation_size=3, eval_max_length=64,
+    )
+    tables = analyze(args)
+    table1 = tables["table1_sites"].set_index("configuration")
+    baseline = table1.loc["ternary W1.58A8 (as trained)"]
+    w8a32 = table1.loc["W8A32"]
+    assert w8a32["note"] == f"{TERNARY_WEIGHTS_NOTE}: equals the baseline"
+    assert w8a32["val_loss"] == baseline["val_loss"]  # the ternary weights are unchanged by weight PTQ
+    assert table1.loc["W8A8"]["note"] == TERNARY_WEIGHTS_NOTE and table1.loc["W32A8"]["note"].startswith("ternary weights")
+    memory = tables["table3_memory"]
+    exported = export_packed(folder, tmp_path / "packed")
+    assert list(memory["model_bytes"]) == [exported["input_bytes"], exported["output_bytes"]]
+    assert memory["compression_ratio"].iloc[1] == pytest.approx(exported["ratio"])
+    assert "ternary W1.58A8 (as trained)" in (tmp_path / "analysis" / "tables.md").read_text()
+    assert "ptq analyze: 100%" in capsys.readouterr().err  # the progress bar over the 18 configurations

@@ -32,6 +32,7 @@ import torch
 from ..data import load_tokenizer
 from ..io import atomic_write_json
 from ..models import BitEsmConfig, BitEsmForMaskedLM, BitEsmForSequenceClassification
+from ..models.checkpoint_checks import check_checkpoint, check_loading_info
 from ..models.long import SPECIAL_TOKENS, long_config, max_residues
 from ..models.modeling_bitesm import bitesm_config_from_esm, checkpoint_model_type, load_esm_config
 from ..training import checkpoint as ckpt
@@ -123,11 +124,23 @@ def _direct_config(model_cfg, max_length: int) -> tuple[str, BitEsmConfig] | Non
     """``(checkpoint, config)`` when the base loads straight from ``model.from_pretrained``; ``None`` when its
     weights must be built in memory first (random init, or a learned position table that grows).
 
-    Mirrors :func:`bitesm.training.trainer.build_model` (same checks, same long conversion).
+    Mirrors :func:`bitesm.training.trainer.build_model` (same checks, same long conversion), after the checkpoint
+    consistency checks of :func:`bitesm.models.checkpoint_checks.check_checkpoint`.
+
+    Raises:
+        CheckpointMismatchError: the checkpoint's files contradict each other (e.g. a bitesm ``config.json`` edited
+            to ``model_type: esm``, packed weights behind a latent config) or a weight file is damaged.
+        ConfigError: as :func:`prepare_base`.
     """
     if model_cfg.from_pretrained is None:
         return None
     source = resolve_path(model_cfg.from_pretrained)
+    raw = check_checkpoint(source)
+    if raw.get("weight_format") == "packed":
+        raise ConfigError(
+            f"model.from_pretrained={source!r} is a packed checkpoint (bitesm export --format packed): inference "
+            "only. Fix: train LoRA on the latent checkpoint it was exported from"
+        )
     model_type = checkpoint_model_type(source)
     if model_type == BitEsmConfig.model_type:
         config = BitEsmConfig.from_pretrained(source)
@@ -239,8 +252,9 @@ def load_base(spec: BaseSpec, device: str | torch.device | None = None, seed: in
         everything else float32; the contact head frozen.
 
     Raises:
-        ValueError: the checkpoint's weights do not fit the base (missing or unexpected keys other than a sequence
-            head replacing the LM head), a sequence task without labels.
+        CheckpointMismatchError: the checkpoint's files contradict each other or its weights do not fit the base
+            (missing or unexpected keys other than a sequence head replacing the LM head); a ``ValueError``.
+        ValueError: a sequence task without labels.
     """
     from accelerate import PartialState
     from accelerate.utils import set_seed
@@ -262,6 +276,7 @@ def load_base(spec: BaseSpec, device: str | torch.device | None = None, seed: in
             )
         kwargs["quantization_config"] = bnb_config(spec.quant_type, spec.double_quant, spec.compute_dtype)
     device = torch.device(device) if device is not None else PartialState().device
+    check_checkpoint(spec.source)
     set_seed(seed)
     model, info = cls.from_pretrained(
         spec.source, config=config, dtype=torch.float32, device_map={"": device}, output_loading_info=True, **kwargs
@@ -274,13 +289,8 @@ def load_base(spec: BaseSpec, device: str | torch.device | None = None, seed: in
 
 
 def _check_loading(info: dict, spec: BaseSpec) -> None:
+    """The loading report of a base (:func:`check_loading_info`); a sequence head replaces the LM head."""
     head = spec.task != "mlm"
-    missing = [k for k in info.get("missing_keys") or [] if not (head and k.startswith("classifier."))]
-    unexpected = [k for k in info.get("unexpected_keys") or [] if not (head and k.startswith("lm_head."))]
-    mismatched = list(info.get("mismatched_keys") or [])
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"base checkpoint {spec.source} does not fit the model (missing {sorted(missing)[:8]}, unexpected "
-            f"{sorted(unexpected)[:8]}, mismatched {mismatched[:8]}); check that it is a complete ESM-2 / bitesm "
-            "masked-LM checkpoint of this shape"
-        )
+    check_loading_info(
+        info, spec.source, allow_missing=("classifier.",) if head else (), allow_unexpected=("lm_head.",) if head else ()
+    )

@@ -39,6 +39,7 @@ import os
 import torch
 from transformers import AutoModelForMaskedLM, EsmForMaskedLM
 
+from ..errors import UserInputError
 from ..nn.sliding_window_attention import window_span
 from .configuration_bitesm import BitEsmConfig
 from .modeling_bitesm import BitEsmForMaskedLM, bitesm_config_from_esm, checkpoint_model_type, load_masked_lm
@@ -51,6 +52,12 @@ SPECIAL_TOKENS = 2
 DEFAULT_MAX_LENGTH = 2048
 DEFAULT_WINDOW = 1024
 _SOFTMAX_SITES = ("softmax_input", "softmax_output")
+
+
+class LongConversionError(UserInputError):
+    """A conversion to Long ESM-2 that cannot be made or would change nothing (bad ``--window`` or
+    ``--max-length``, a model already long with these settings, PTQ softmax sites); the message names the value
+    and the fix."""
 
 
 def position_offset(config) -> int:
@@ -187,9 +194,12 @@ def convert_to_long(
         ``input_ids`` LongTensor ``[batch, L <= max_length + 2]`` right-padded, float ``logits [batch, L, vocab]``.
 
     Raises:
-        ValueError: ``window`` is not an int >= 2; ``max_length`` is not larger than the source's limit; the
-            source is not an ESM masked LM, is post-training quantized at the softmax sites, or has no pad token.
-            Each message names the value and the fix.
+        LongConversionError: ``window`` is not an int >= 2; ``max_length`` is not larger than the source's limit
+            (a model already long with this ``window`` and ``max_length`` is named as such: converting it would
+            change nothing); the source is post-training quantized at the softmax sites.
+        CheckpointMismatchError: the source is not an ESM masked LM, or its files contradict each other
+            (:mod:`bitesm.models.checkpoint_checks`).
+        ValueError: the source has no pad token. Each message names the value and the fix.
     """
     _check_window(window)
     if isinstance(model_or_path, EsmForMaskedLM):
@@ -198,8 +208,13 @@ def convert_to_long(
         source = str(model_or_path)
         model = load_masked_lm(source, quantization=None)
     current = max_residues(model.config)
+    if getattr(model.config, "attention_window", None) == window and max_length == current:
+        raise LongConversionError(
+            f"{source} is already a long model with attention_window={window} and max_length={current} residues: "
+            "converting it again would write the same model. Fix: use it as it is, or pass a larger --max-length"
+        )
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= current:
-        raise ValueError(
+        raise LongConversionError(
             f"max_length={max_length!r} residues is not larger than the {current} that {source} already takes "
             f"(max_position_embeddings={model.config.max_position_embeddings}); pass a larger max_length "
             "(--max-length), "
@@ -223,7 +238,7 @@ def _check_window(window) -> None:
     try:
         window_span(window)
     except ValueError:
-        raise ValueError(
+        raise LongConversionError(
             f"window={window!r} is out of range: the attention window (--window) must be an int >= 2 tokens; "
             "Long ESM-2 uses 1024"
         ) from None
@@ -232,7 +247,7 @@ def _check_window(window) -> None:
 def _check_ptq_sites(ptq: dict | None, source: str) -> None:
     sites = sorted(set((ptq or {}).get("sites") or ()) & set(_SOFTMAX_SITES))
     if sites:
-        raise ValueError(
+        raise LongConversionError(
             f"{source} is post-training quantized at {sites}, which need the explicit global attention scores; "
             "convert its unquantized checkpoint to long first, then run 'bitesm ptq' on the long model with "
             "--sites excluding softmax_input,softmax_output"
@@ -292,6 +307,7 @@ __all__ = [
     "DEFAULT_MAX_LENGTH",
     "DEFAULT_WINDOW",
     "SPECIAL_TOKENS",
+    "LongConversionError",
     "convert_to_long",
     "extend_position_embeddings",
     "long_config",

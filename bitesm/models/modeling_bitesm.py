@@ -13,7 +13,9 @@ where bitesm is not installed.
 
 from __future__ import annotations
 
+import importlib
 import os
+from pathlib import Path
 
 from transformers import EsmConfig, EsmForMaskedLM, EsmForSequenceClassification, EsmModel, PretrainedConfig
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
@@ -90,7 +92,12 @@ class _SaveWithCodeMixin:
         self.config.auto_map = dict(AUTO_MAP)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            write_remote_code(save_directory, __name__)
+            from ..io import follow_umask
+
+            written = write_remote_code(save_directory, __name__)
+            # safetensors and mkstemp create 0600 files; the folder's files follow the umask like config.json
+            folder = Path(save_directory)
+            follow_umask(*(folder / name for name in written), *folder.glob("model*.safetensors"))
 
 
 class BitEsmModel(_SaveWithCodeMixin, EsmModel):
@@ -145,22 +152,31 @@ class BitEsmForMaskedLM(_SaveWithCodeMixin, EsmForMaskedLM):
             **from_pretrained_kwargs: passed to ``from_pretrained`` (``revision``, ``cache_dir``, ``dtype``...).
 
         Raises:
-            ValueError: the checkpoint is not an ESM masked LM, or weights are missing or unexpected (the message
-                lists the keys).
+            CheckpointMismatchError: the checkpoint is not an ESM masked LM, its files contradict each other
+                (:func:`~bitesm.models.checkpoint_checks.check_checkpoint`), it is a packed bitesm checkpoint
+                (inference only: convert its latent checkpoint), or weights are missing, unexpected or of another
+                shape (the message lists the keys). A ``ValueError`` subclass.
         """
-        model_type = checkpoint_model_type(pretrained_model_name_or_path, **_config_kwargs(from_pretrained_kwargs))
+        # bitesm's checkpoint checks are not part of a checkpoint's remote code: converting needs bitesm installed
+        checks = importlib.import_module("bitesm.models.checkpoint_checks")
+
+        hub_kwargs = _config_kwargs(from_pretrained_kwargs)
+        model_type = checkpoint_model_type(pretrained_model_name_or_path, **hub_kwargs)
         if model_type not in ("esm", BitEsmConfig.model_type):
-            raise ValueError(
+            raise checks.CheckpointMismatchError(
                 f"{pretrained_model_name_or_path} has model_type={model_type!r}; from_esm converts ESM "
                 "checkpoints (model_type 'esm'), e.g. facebook/esm2_t6_8M_UR50D"
             )
-        esm_config = load_esm_config(pretrained_model_name_or_path, **_config_kwargs(from_pretrained_kwargs))
+        raw = checks.check_checkpoint(pretrained_model_name_or_path, **hub_kwargs)
+        if raw.get("weight_format") == "packed":
+            raise checks.CheckpointMismatchError(
+                f"{pretrained_model_name_or_path} is a packed ternary checkpoint (weight_format 'packed', written by "
+                "'bitesm export --format packed'): inference only, its 2-bit weights cannot be converted. Fix: convert "
+                "the latent checkpoint it was exported from"
+            )
+        esm_config = load_esm_config(pretrained_model_name_or_path, **hub_kwargs)
         config = bitesm_config_from_esm(esm_config, quantization=quantization, activation_bits=activation_bits)
-        model, info = cls.from_pretrained(
-            pretrained_model_name_or_path, config=config, output_loading_info=True, **from_pretrained_kwargs
-        )
-        check_loading_info(info, pretrained_model_name_or_path)
-        return model
+        return checks.load_checked(cls, pretrained_model_name_or_path, checked=False, config=config, **from_pretrained_kwargs)
 
 
 class BitEsmForSequenceClassification(_SaveWithCodeMixin, EsmForSequenceClassification):
@@ -197,10 +213,25 @@ def load_esm_config(name_or_path: str | os.PathLike, **kwargs) -> EsmConfig:
 def load_masked_lm(
     name_or_path: str | os.PathLike, quantization: str | None = None, activation_bits: int | None = 8
 ) -> BitEsmForMaskedLM:
-    """Load a bitesm checkpoint as saved, or convert an ESM-2 one with :meth:`BitEsmForMaskedLM.from_esm`
-    (``quantization`` and ``activation_bits`` apply to the conversion only)."""
-    if checkpoint_model_type(name_or_path) == BitEsmConfig.model_type:
-        return BitEsmForMaskedLM.from_pretrained(name_or_path)
+    """Load a bitesm checkpoint as saved, or convert an ESM-2 one with :meth:`BitEsmForMaskedLM.from_esm`.
+
+    Args:
+        name_or_path: a checkpoint folder or Hub id (``model_type`` ``bitesm`` or ``esm``).
+        quantization, activation_bits: :class:`BitEsmConfig` fields of the conversion of an ESM-2 checkpoint
+            (ignored for a bitesm checkpoint, which loads as saved).
+
+    Returns:
+        a :class:`BitEsmForMaskedLM`.
+
+    Raises:
+        CheckpointMismatchError: the checkpoint's files contradict each other or a weight file is damaged
+            (:mod:`bitesm.models.checkpoint_checks`); the message names the file and the fix.
+        OSError: the checkpoint cannot be found.
+    """
+    checks = importlib.import_module("bitesm.models.checkpoint_checks")  # not part of a checkpoint's remote code
+    config = checks.check_checkpoint(name_or_path)
+    if config.get("model_type") == BitEsmConfig.model_type:
+        return checks.load_checked(BitEsmForMaskedLM, name_or_path, checked=False)
     return BitEsmForMaskedLM.from_esm(name_or_path, quantization=quantization, activation_bits=activation_bits)
 
 
@@ -218,30 +249,24 @@ def bitesm_config_from_esm(esm_config: EsmConfig, **overrides) -> BitEsmConfig:
     return BitEsmConfig.from_dict(values)
 
 
-def check_loading_info(info: dict, source) -> None:
-    """Raise when ``from_pretrained(..., output_loading_info=True)`` reports missing, unexpected or mismatched keys.
-
-    Raises:
-        ValueError: naming ``source`` and the offending keys, and how to fix it.
-    """
-    problems = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
-    problems = {k: v for k, v in problems.items() if v}
-    if problems:
-        detail = "; ".join(f"{k}: {v[:8]}{' ...' if len(v) > 8 else ''}" for k, v in problems.items())
-        raise ValueError(
-            f"checkpoint {source} does not match the model ({detail}). Check that it is an ESM-2 masked-LM "
-            "checkpoint of the same shape (config.json) and that the weight files are complete."
-        )
-
-
 __all__ = [
-    "BitEsmModel",
     "BitEsmForMaskedLM",
     "BitEsmForSequenceClassification",
+    "BitEsmModel",
     "bitesm_config_from_esm",
-    "check_loading_info",
     "checkpoint_model_type",
     "load_esm_config",
     "load_masked_lm",
     "quantize_model_",
 ]
+
+if __name__.startswith("bitesm."):  # installed bitesm (not a checkpoint's remote-code copy): the Auto classes know it
+    from transformers.models.auto.modeling_auto import (
+        AutoModel,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+    )
+
+    AutoModel.register(BitEsmConfig, BitEsmModel, exist_ok=True)
+    AutoModelForMaskedLM.register(BitEsmConfig, BitEsmForMaskedLM, exist_ok=True)
+    AutoModelForSequenceClassification.register(BitEsmConfig, BitEsmForSequenceClassification, exist_ok=True)

@@ -7,7 +7,9 @@ Writes, into ``--output-dir``, each table as CSV and markdown (``table1_sites``,
   input, softmax output, FFN input, LayerNorm output, LayerNorm input, LayerNorm input of the last layer only), with
   uniform quantization as in the paper;
 * Table II: uniform against piecewise-linear activation quantization at W8A8 and W6A6;
-* Table III: weight memory and compression ratio per configuration (analytic, :mod:`bitesm.ptq.memory`);
+* Table III: weight memory and compression ratio per configuration (analytic, :mod:`bitesm.ptq.memory`); for a
+  ternary model, whose weights weight PTQ leaves unchanged, the sizes of the weight files of its latent checkpoint and
+  of what ``bitesm export --format packed`` writes, measured the same way as that command (so the ratios agree);
 * Table V: the calibration sampling modes (random, prefer-short, prefer-long, uniform over length) at W8A8 piecewise;
 * ``fig2_layernorm_input_ranges.png``: per-layer distribution and range of the LayerNorm inputs (Figure 2);
 * ``fig3_layernorm_output_dequantized.png``: a LayerNorm output in floating point and dequantized by 8-bit uniform
@@ -15,6 +17,11 @@ Writes, into ``--output-dir``, each table as CSV and markdown (``table1_sites``,
 
 Accuracy columns: validation MLM loss and perplexity (fixed masks, :func:`bitesm.evaluation.perplexity.evaluate_mlm`)
 and mean ProteinGym masked-marginals Spearman's rho on the chosen assays, each with its change from the FP model.
+
+The baseline row is the model as loaded, labelled for what it is (:func:`baseline_label`): ``FP32 (W32A32)`` for a
+floating-point model, ``ternary W1.58A8 (as trained)`` for a ternary one. For a ternary model the ``note`` column
+says where weight PTQ leaves the ternary weights unchanged (W8A32 then equals the baseline). A progress bar counts
+the configurations evaluated.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from ..data.dataset import load_fasta_dataset
 from ..evaluation.perplexity import evaluate_mlm
@@ -33,7 +41,7 @@ from ..evaluation.proteingym import evaluate_proteingym
 from ..io import atomic_write_json
 from ..training.config import resolve_path
 from .calibration import CALIBRATION_MODES, sample_calibration_set
-from .convert import load_fp_model, quantize_model
+from .convert import describe_weights, load_fp_model, quantize_model
 from .memory import format_bytes, weight_memory_report
 from .sites import SITES
 
@@ -84,6 +92,38 @@ class _Evaluator:
             )
             row["spearman"] = pg["mean_spearman"]
         return row
+
+
+#: The ``note`` of a ternary model's rows that quantize weights (weight PTQ leaves ternary weights unchanged).
+TERNARY_WEIGHTS_NOTE = "weight PTQ leaves the ternary weights unchanged"
+
+
+def baseline_label(model) -> str:
+    """The name of a model's own precision, for the baseline row of the tables.
+
+    Args:
+        model: the loaded model (a bitesm or ESM-2 masked LM).
+
+    Returns:
+        ``"ternary W1.58A8 (as trained)"`` for a ternary model (``A32`` when its activations are not quantized),
+        ``"FP32 (W32A32)"`` for a floating-point model (``BF16`` / ``FP16`` for one held in that dtype).
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "quantization", None) == "ternary":
+        bits = getattr(config, "activation_bits", None)
+        return f"ternary W1.58A{bits if bits is not None else 32} (as trained)"
+    dtype = next(model.parameters()).dtype
+    name = {torch.bfloat16: "BF16", torch.float16: "FP16"}.get(dtype, "FP32")
+    return f"{name} (W32A32)" if name == "FP32" else f"{name} (W16A16)"
+
+
+def _ternary_note(weight_bits, act_bits) -> str:
+    """The ``note`` of a ternary model's row: weight PTQ leaves its weights unchanged."""
+    if weight_bits is None:
+        return "ternary weights (W32: no weight PTQ)"
+    if act_bits is None:
+        return f"{TERNARY_WEIGHTS_NOTE}: equals the baseline"
+    return TERNARY_WEIGHTS_NOTE
 
 
 def _with_deltas(rows: list[dict], fp: dict) -> pd.DataFrame:
@@ -176,17 +216,31 @@ def analyze(args: argparse.Namespace) -> dict:
         return [s for _, s in sample_calibration_set(fasta, args.num_calibration, mode=mode, seed=args.seed)]
 
     uniform_set = calibration(args.sampling)
+    weight_layers = describe_weights(model)
+    ternary = weight_layers["ternary"] > 0 and weight_layers["fp_linear"] == 0  # weight PTQ changes none of them
+    progress = tqdm(
+        total=1 + len(TABLE1) + len(TABLE2) + len(CALIBRATION_MODES), desc="ptq analyze", unit="config",
+        disable=not getattr(args, "progress", True),
+    )
 
     def run(label, weight_bits, act_bits, method, sites=SITES, layers=None, sequences=uniform_set) -> dict:
+        progress.set_postfix_str(label)
         quantized = quantize_model(
             model, tokenizer, sequences, weight_bits=weight_bits, act_bits=act_bits, method=method, sites=sites,
             layers=layers, observer=args.observer, batch_size=args.batch_size, max_length=args.max_length,
         )
         row = {"configuration": label, "method": method if act_bits else "-", **evaluate(quantized)}
+        if ternary:
+            row["note"] = _ternary_note(weight_bits, act_bits)
         logger.info("%s: %s", label, row)
+        progress.update()
         return row
 
-    fp = {"configuration": "FP (W32A32)", "method": "-", **evaluate(model)}
+    progress.set_postfix_str("baseline")
+    fp = {"configuration": baseline_label(model), "method": "-", **evaluate(model)}
+    if ternary:
+        fp["note"] = "the model as trained"
+    progress.update()
     tables = {}
     tables["table1_sites"] = _with_deltas(
         [fp] + [run(label, w, a, "uniform", sites, layers) for label, w, a, sites, layers in TABLE1], fp
@@ -199,18 +253,17 @@ def analyze(args: argparse.Namespace) -> dict:
         ],
         fp,
     )
-    memory_rows = []
-    for label, w, a in TABLE3:
-        report = weight_memory_report(model, w, a)
-        memory_rows.append({"configuration": label, "weight_bits": w or 32, "act_bits": a or 32,
-                            "model_bytes": report["total_bytes"], "model_size": format_bytes(report["total_bytes"]),
-                            "compression_ratio": report["compression_ratio"]})
-    tables["table3_memory"] = pd.DataFrame(memory_rows)
+    progress.close()
+    tables["table3_memory"] = _memory_table(model, resolve_path(args.model), ternary)
 
     titles = {
         "table1_sites": "Table I: quantization sites (uniform activation quantization)",
         "table2_methods": "Table II: uniform vs piecewise-linear activation quantization",
-        "table3_memory": "Table III: weight memory and compression ratio",
+        "table3_memory": (
+            "Table III: weight files of the ternary model (latent checkpoint, and 'bitesm export --format packed'; "
+            f"{TERNARY_WEIGHTS_NOTE}; their compact form is the packed export)"
+            if ternary else "Table III: weight memory and compression ratio (parameters, analytic)"
+        ),
         "table5_calibration": f"Table V: calibration sampling ({args.num_calibration} proteins, W8A8 piecewise)",
     }
     markdown = [f"# PTQ analysis of {args.model}\n"]
@@ -223,6 +276,34 @@ def analyze(args: argparse.Namespace) -> dict:
         **{name: frame.to_dict(orient="records") for name, frame in tables.items()},
     })
     return tables
+
+
+def _memory_table(model, source, ternary: bool) -> pd.DataFrame:
+    """Table III. A floating-point model: the analytic weight memory of each :data:`TABLE3` configuration. A ternary
+    model: its latent checkpoint's weight files and the packed export's, measured as ``bitesm export`` measures them
+    (:func:`bitesm.models.packed.packed_size_report`), so the compression ratio is the one that command prints."""
+    if not ternary:
+        rows = []
+        for label, w, a in TABLE3:
+            report = weight_memory_report(model, w, a)
+            rows.append({"configuration": label, "weight_bits": w or 32, "act_bits": a or 32,
+                         "model_bytes": report["total_bytes"], "model_size": format_bytes(report["total_bytes"]),
+                         "compression_ratio": report["compression_ratio"],
+                         "measures": "parameters (analytic)"})
+        return pd.DataFrame(rows)
+    from ..models.packed import packed_size_report
+
+    sizes = packed_size_report(model, source)
+    act = getattr(model.config, "activation_bits", None) or 32
+    measures = "model.safetensors bytes, as 'bitesm export --format packed' reports them"
+    return pd.DataFrame([
+        {"configuration": "latent checkpoint (FP32 weights, ternary in every forward)", "weight_bits": 32,
+         "act_bits": act, "model_bytes": sizes["latent_bytes"], "model_size": format_bytes(sizes["latent_bytes"]),
+         "compression_ratio": 1.0, "measures": measures},
+        {"configuration": f"ternary W1.58A{act} packed (bitesm export --format packed)", "weight_bits": 1.58,
+         "act_bits": act, "model_bytes": sizes["packed_bytes"], "model_size": format_bytes(sizes["packed_bytes"]),
+         "compression_ratio": sizes["ratio"], "measures": measures},
+    ])
 
 
 def cli_main(args: argparse.Namespace) -> int:

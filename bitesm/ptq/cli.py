@@ -65,10 +65,15 @@ def cli_main(args: argparse.Namespace) -> int:
     if not args.model or not args.output:
         raise SystemExit("bitesm ptq: error: --model and --output are required (or use 'bitesm ptq analyze')")
     from .calibration import sample_calibration_set
-    from .convert import load_fp_model, quantize_model
+    from .convert import check_ptq_effect, describe_weights, load_fp_model, ptq_settings, quantize_model
     from .memory import weight_memory_report
 
     model, tokenizer = load_fp_model(resolve_path(args.model))
+    check_ptq_effect(
+        model,
+        ptq_settings(args.weight_bits, args.act_bits, args.method, args.sites, args.layers, args.weight_granularity),
+        source=args.model,
+    )
     calibration = sample_calibration_set(
         resolve_path(args.calibration), args.num_calibration, mode=args.sampling, seed=args.seed
     )
@@ -90,6 +95,7 @@ def cli_main(args: argparse.Namespace) -> int:
     quantized.save_pretrained(output)
     tokenizer.save_pretrained(output)
     report = weight_memory_report(quantized, quantized.config.ptq["weight_bits"], quantized.config.ptq["act_bits"])
-    atomic_write_json(output / "ptq_report.json", {"ptq": quantized.config.ptq, "memory": report})
+    atomic_write_json(output / "ptq_report.json",
+                      {"ptq": quantized.config.ptq, "memory": report, "weight_layers": describe_weights(quantized)})
     print(json.dumps({"output": str(output), "ptq": quantized.config.ptq, "compression_ratio": report["compression_ratio"]}, indent=2))
     return 0

@@ -19,7 +19,9 @@ from torch import nn
 
 from ..data.collator import encode_protein
 from ..data.tokenizer import load_tokenizer
+from ..errors import UserInputError
 from ..models import BitEsmForMaskedLM, bitesm_config_from_esm, load_masked_lm
+from ..models.checkpoint_checks import read_checkpoint_config
 from ..nn.bitlinear import BitLinear
 from ..quant.observers import make_observer
 from ..quant.primitives import fake_quantize_weight_symmetric
@@ -28,16 +30,104 @@ from .sites import SITES, activation_quantizers
 logger = logging.getLogger(__name__)
 
 
+class PTQInputError(UserInputError):
+    """A checkpoint or setting that post-training quantization cannot use, or that would quantize nothing (a packed
+    or already-quantized checkpoint, weight bits on ternary weights, no activation site); the message names the
+    input and the fix."""
+
+
 def load_fp_model(name_or_path: str | os.PathLike) -> tuple[BitEsmForMaskedLM, object]:
     """Load an ESM-2 (``model_type="esm"``) or bitesm checkpoint as a bitesm model without PTQ, plus its tokenizer.
 
+    Args:
+        name_or_path: checkpoint folder or Hub id (an ESM-2 checkpoint is converted to a floating-point bitesm
+            model; a bitesm checkpoint, fp or ternary, loads as it is).
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode.
+
     Raises:
-        ValueError: the checkpoint already carries a PTQ config (quantize the original instead).
+        PTQInputError: a packed checkpoint (``bitesm export --format packed``: its weights are 2-bit codes for
+            inference; quantize the latent checkpoint it was exported from), or one that already carries a PTQ
+            config (quantize the original instead).
+        CheckpointMismatchError: the checkpoint's files contradict each other or a weight file is damaged
+            (:mod:`bitesm.models.checkpoint_checks`).
     """
+    config, config_path = read_checkpoint_config(name_or_path)
+    if config.get("model_type") == "bitesm" and config.get("weight_format") == "packed":
+        raise PTQInputError(
+            f"{name_or_path} is a packed checkpoint (weight_format 'packed' in {config_path}, written by 'bitesm "
+            "export --format packed'): its ternary weights are stored as 2-bit codes for integer inference, so PTQ "
+            "would quantize 0 weight tensors and mislabel the result. Fix: quantize the latent checkpoint, the one "
+            "before 'bitesm export --format packed' (e.g. runs/NAME/model)"
+        )
+    if config.get("model_type") == "bitesm" and config.get("ptq"):
+        raise PTQInputError(
+            f"{name_or_path} is already post-training quantized (ptq in {config_path}); start from its unquantized "
+            "checkpoint"
+        )
     model = load_masked_lm(name_or_path, quantization=None)
     if model.config.ptq:
-        raise ValueError(f"{name_or_path} is already post-training quantized; start from its unquantized checkpoint")
+        raise PTQInputError(f"{name_or_path} is already post-training quantized; start from its unquantized checkpoint")
     return model.eval(), load_tokenizer(name_or_path)
+
+
+def describe_weights(model: nn.Module) -> dict:
+    """What weight PTQ would act on: the floating-point encoder Linear layers and the ternary (BitLinear) ones.
+
+    Args:
+        model: a bitesm or ESM-2 masked LM.
+
+    Returns:
+        ``{"fp_linear": n, "ternary": m}``: encoder ``nn.Linear`` layers (quantized by ``weight_bits``) and
+        BitLinear layers (already ternary, left unchanged by weight PTQ).
+    """
+    fp = sum(1 for name, m in model.named_modules() if type(m) is nn.Linear and "encoder." in name)
+    ternary = sum(1 for m in model.modules() if isinstance(m, BitLinear))
+    return {"fp_linear": fp, "ternary": ternary}
+
+
+def check_ptq_effect(model: nn.Module, ptq: dict, source: str = "the model") -> None:
+    """Refuse PTQ settings that would leave ``model`` unchanged or write a result labelled with bits it does not
+    have.
+
+    Args:
+        model: the model to quantize (from :func:`load_fp_model`).
+        ptq: the settings (:func:`ptq_settings`).
+        source: how messages name the model (its ``--model``).
+
+    Raises:
+        PTQInputError: ``weight_bits`` on a model without floating-point encoder Linear layers (a ternary model:
+            weight PTQ leaves ternary weights unchanged, 0 tensors would be quantized); ``act_bits`` with no site;
+            neither weights nor activations to quantize. Each message names the option and the fix.
+    """
+    layers = describe_weights(model)
+    weight_bits, act_bits = ptq.get("weight_bits"), ptq.get("act_bits")
+    if weight_bits is not None and layers["fp_linear"] == 0:
+        kind = f"its {layers['ternary']} encoder Linear layers are ternary (BitLinear)" if layers["ternary"] else (
+            "it has no floating-point encoder Linear layer")
+        raise PTQInputError(
+            f"--weight-bits {weight_bits}: {source} has no weights to quantize ({kind}; weight PTQ leaves ternary "
+            f"weights unchanged), so 0 tensors would be quantized and the result mislabelled W{weight_bits}. Fix: "
+            "pass --weight-bits 32 to quantize only the activations, or quantize a floating-point checkpoint"
+        )
+    if act_bits is not None and not ptq.get("sites"):
+        raise PTQInputError(
+            f"--act-bits {act_bits} with no --sites quantizes no activation. Fix: pass --sites (e.g. "
+            "ffn_input,layernorm_output), or --act-bits 32"
+        )
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    bad = [i for i in ptq.get("layers") or () if n_layers is not None and not -n_layers <= i < n_layers]
+    if bad:
+        raise PTQInputError(
+            f"--layers {bad} out of range: {source} has {n_layers} encoder layers (0..{n_layers - 1}, or -1 for the "
+            "last). Fix: pass layer indices in that range"
+        )
+    if weight_bits is None and act_bits is None:
+        raise PTQInputError(
+            f"--weight-bits 32 --act-bits 32 quantizes nothing: the output would be {source} unchanged. Fix: pass "
+            "--weight-bits and/or --act-bits below 32 (e.g. 8)"
+        )
 
 
 def ptq_settings(
