@@ -9,23 +9,29 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import requests
 import torch
+import urllib3
 import yaml
 from huggingface_hub import ModelCard
+from huggingface_hub import constants as hub_constants
 from huggingface_hub import errors as hub_errors
 from huggingface_hub.errors import HfHubHTTPError
 
 import bitesm.hub.push as push_module
 from bitesm.cli import main as bitesm_main
 from bitesm.data import load_tokenizer
+from bitesm.errors import UserInputError
 from bitesm.hub import (
     HubPushError,
     evaluation_markdown,
@@ -157,6 +163,26 @@ def fake_hub(tmp_path, monkeypatch) -> list:
 
     monkeypatch.setattr(push_module, "HfApi", make)
     return made
+
+
+@pytest.fixture(autouse=True)
+def hub_token(tmp_path, monkeypatch) -> Path:
+    """Every test pushes with ``HF_TOKEN=hf_test_token`` (the fakes never check it) and never sees the machine's
+    cached login: huggingface_hub's token file is moved to ``tmp_path/hf_token`` (missing). Returns that path."""
+    token_file = tmp_path / "hf_token"
+    monkeypatch.setattr(hub_constants, "HF_TOKEN_PATH", str(token_file))
+    monkeypatch.setattr(hub_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf_stored_tokens"))
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    for name in ("HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    return token_file
+
+
+@pytest.fixture()
+def no_token(monkeypatch, hub_token) -> Path:
+    """No token anywhere: ``HF_TOKEN`` empty, no cached login. Returns the (missing) token file's path."""
+    monkeypatch.setenv("HF_TOKEN", "")
+    return hub_token
 
 
 def http_error(status: int, message: str = "") -> HfHubHTTPError:
@@ -428,6 +454,148 @@ def test_client_errors_are_not_retried(run_dir, tmp_path, status, message):
     assert snapshot(run) == before, "a failed push changed the local folder"
 
 
+# -- what is sent ----------------------------------------------------------------------------------------------
+
+OUTSIDE_SECRET = "SECRET-OUTSIDE-THE-FOLDER"
+
+
+def _add_unwanted_files(model_dir: Path, outside: Path) -> Path:
+    """Put into ``model_dir`` what a push must never send (a ``.env``, a ``.git/`` folder, notes, a stray ``.py``,
+    ``__pycache__/``) plus ``eval/summary.md`` and a link to it (inside: followed), and a symbolic link
+    ``credentials.json`` to the file ``outside`` (written here). Returns the link."""
+    (model_dir / ".env").write_text("HF_TOKEN=SECRET-IN-DOTENV\n")
+    (model_dir / ".git" / "objects").mkdir(parents=True)
+    (model_dir / ".git" / "config").write_text("[remote]\n url = SECRET-IN-GIT\n")
+    (model_dir / ".git" / "objects" / "ab12").write_bytes(b"SECRET-IN-GIT-OBJECT")
+    (model_dir / "notes.txt").write_text("private notes")
+    (model_dir / "scratch.py").write_text("print('not model code')\n")
+    (model_dir / "__pycache__").mkdir()
+    (model_dir / "__pycache__" / "scratch.cpython-311.pyc").write_bytes(b"pyc")
+    (model_dir / "eval").mkdir()
+    (model_dir / "eval" / "summary.md").write_text("# evaluation\n")
+    os.symlink("summary.md", model_dir / "eval" / "latest.md")
+    outside.write_text(OUTSIDE_SECRET)
+    link = model_dir / "credentials.json"
+    os.symlink(outside, link)
+    return link
+
+
+def test_push_sends_only_model_files_and_refuses_links_leaving_the_folder(run_dir, tmp_path, fake_hub, no_token):
+    run, _ = run_dir
+    model_dir = run / "model"
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.parent.mkdir()
+    link = _add_unwanted_files(model_dir, secret)
+
+    # a link leaving the folder: refused, naming the link and its target, dry run or not; nothing is sent
+    with pytest.raises(HubPushError) as info:
+        push_to_hub(model_dir, "me/tiny", dry_run=True)
+    message = str(info.value)
+    assert isinstance(info.value, UserInputError)
+    assert str(link) in message and str(secret) in message and "outside the folder" in message
+    assert "remove the link" in message and "Copy the file into the folder" in message
+    with pytest.raises(HubPushError, match="credentials.json"):
+        push_to_hub(model_dir, "me/tiny", token="hf_x")
+    assert fake_hub == [], "HfApi was made although the folder was refused"
+    # a link to a hidden file of the folder is refused too
+    link.unlink()
+    os.symlink(".env", link)
+    with pytest.raises(HubPushError, match=r"credentials.json is a symbolic link to .*\.env, a hidden entry"):
+        push_to_hub(model_dir, "me/tiny", dry_run=True)
+    link.unlink()
+
+    # without the link: the plan (no token needed) lists the model files only, with their sizes
+    before = snapshot(run)
+    lines: list[str] = []
+    result = push_to_hub(model_dir, "me/tiny", dry_run=True, report=lines.append)
+    assert fake_hub == [] and result["dry_run"] is True and result["commit_url"] is None
+    planned = dict(result["plan"])
+    assert {"config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt", "modeling_bitesm.py",
+            "configuration_bitesm.py", "bitlinear.py", "README.md", "training_config.yaml", "trainer_state.json",
+            "eval/proteingym.json", "eval/summary.md", "eval/latest.md", "runs/events.out.tfevents.1.host.1.0",
+            "runs/123.45/events.out.tfevents.2.host.1.0"} <= set(planned)
+    assert not any(p.startswith(".") or "/." in p for p in planned), planned
+    assert not {"notes.txt", "scratch.py", "credentials.json"} & set(planned)
+    assert not any("pycache" in p or p.endswith(".pyc") for p in planned)
+    for name in ("config.json", "model.safetensors", "vocab.txt", "eval/latest.md"):
+        assert planned[name] == (model_dir / name).stat().st_size
+    assert result["skipped"] == [".env", ".git/", "__pycache__/", "notes.txt", "scratch.py"]
+    assert result["total_bytes"] == sum(planned.values()) and result["files"] == sorted(planned)
+    assert lines[0].startswith(f"files to upload from {model_dir} ({len(planned)} files")
+    size = planned["model.safetensors"]
+    assert any(line.split() == [f"{size:,}", "model.safetensors"] for line in lines)
+    assert lines[lines.index(next(l for l in lines if l.startswith("skipped"))) + 1:] == [
+        "  .env", "  .git/", "  __pycache__/", "  notes.txt", "  scratch.py"]
+    assert snapshot(run) == before, "a dry run wrote to the folder"
+
+    # the push sends exactly the plan, and no secret
+    result = push_to_hub(model_dir, "me/tiny", token="hf_x")
+    uploaded = fake_hub[0].uploads[0]
+    names = sorted(str(p.relative_to(uploaded)) for p in uploaded.rglob("*") if p.is_file())
+    assert names == sorted(planned) == result["files"]
+    assert not any(b"SECRET" in p.read_bytes() for p in uploaded.rglob("*") if p.is_file())
+    assert (uploaded / "eval" / "latest.md").read_text() == "# evaluation\n"
+    assert snapshot(run) == before
+
+
+def test_no_token_stops_before_any_hub_call(run_dir, fake_hub, no_token, capsys):
+    run, _ = run_dir
+    with pytest.raises(HubPushError, match=r"no Hub token found.*nothing was sent.*--token.*HF_TOKEN.*hf auth login"):
+        push_to_hub(run / "model", "me/tiny")
+    assert fake_hub == [], "HfApi was made without a token"
+    assert bitesm_main(["push", str(run), "--repo-id", "me/tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bitesm push: error: no Hub token found") and "Traceback" not in err
+    assert fake_hub == []
+    # the token file 'hf auth login' writes is found, and used for every call
+    no_token.write_text("hf_cached_login\n")
+    push_to_hub(run / "model", "me/tiny")
+    api = fake_hub[0]
+    assert api.token == "hf_cached_login"
+    assert [kwargs["token"] for _, kwargs in api.calls] == ["hf_cached_login"] * 2
+
+
+def _dns_failure(kind: str) -> BaseException:
+    """A failed DNS lookup as the HTTP clients raise it (host ``hub.example.invalid``, except ``bare``)."""
+    gaierror = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    if kind == "requests":
+        return requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(
+            None, "/api/repos/create", reason=urllib3.exceptions.NameResolutionError("hub.example.invalid", None,
+                                                                                      gaierror)))
+    if kind == "httpx":
+        httpx = pytest.importorskip(hub_errors.Response.__module__.split(".")[0])
+        if not hasattr(httpx, "ConnectError"):
+            pytest.skip("huggingface_hub does not use httpx")
+        err = httpx.ConnectError(str(gaierror), request=httpx.Request("POST", "https://hub.example.invalid/api/x"))
+        err.__cause__ = gaierror
+        return err
+    # macOS wording, no host in the error: the message names the endpoint the api talks to
+    err = requests.exceptions.ConnectionError("connection failed")
+    err.__cause__ = OSError(8, "nodename nor servname provided, or not known")
+    return err
+
+
+@pytest.mark.parametrize("kind", ["requests", "httpx", "bare"])
+def test_a_host_that_does_not_resolve_is_not_retried(run_dir, tmp_path, kind):
+    run, _ = run_dir
+    for method in ("create_repo", "upload_folder"):
+        api = FakeHfApi(tmp_path / f"hub-{method}", failures={method: [_dns_failure(kind)] * 3})
+        api.endpoint = "https://my-mirror.example"
+        with pytest.raises(HubPushError) as info:
+            push_to_hub(run / "model", "me/tiny", api=api, sleep=lambda s: pytest.fail("a DNS failure was retried"))
+        assert api.methods().count(method) == 1
+        message = str(info.value)
+        host = "my-mirror.example" if kind == "bare" else "hub.example.invalid"
+        assert f"the host {host!r} does not resolve" in message and "not retried" in message
+        assert "HF_ENDPOINT" in message and "network" in message
+    # a 503 (and a connection reset) is retried, counted
+    api = FakeHfApi(tmp_path / "hub-503", failures={"create_repo": [http_error(503)], "upload_folder": [
+        requests.exceptions.ConnectionError("Connection reset by peer")]})
+    delays: list[float] = []
+    push_to_hub(run / "model", "me/tiny", api=api, retry_delay=0.25, sleep=delays.append)
+    assert api.methods() == ["create_repo", "create_repo", "upload_folder", "upload_folder"] and delays == [0.25] * 2
+
+
 # -- CLI -------------------------------------------------------------------------------------------------------
 
 
@@ -450,14 +618,97 @@ def test_cli_push_with_the_hfapi_constructor_replaced(run_dir, tmp_path, monkeyp
     monkeypatch.setattr(push_module, "HfApi", lambda token=None: FakeHfApi(tmp_path / "x", failures={
         "create_repo": [http_error(401)]}))
     assert bitesm_main(["push", str(run), "--repo-id", "org/name"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("bitesm push: error: ") and "HF_TOKEN" in err
+    err = capsys.readouterr().err  # the list of files to upload, then the error in one line
+    assert err.startswith("files to upload from ") and "  config.json\n" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("bitesm push: error: ") and "HF_TOKEN" in last
     (run / "model" / "vocab.txt").unlink()
     assert bitesm_main(["push", str(run), "--repo-id", "org/name"]) == 2
     assert "vocab.txt" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bitesm_main(["push", "--help"])
     assert "--repo-id" in capsys.readouterr().out
+
+
+class _RecordingHub(BaseHTTPRequestHandler):
+    """A stand-in Hub on 127.0.0.1: records every request and answers 503."""
+
+    def _answer(self) -> None:
+        self.server.seen.append(f"{self.command} {self.path}")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PUT = do_HEAD = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def local_hub():
+    """A :class:`_RecordingHub` server on 127.0.0.1 (``.seen``: the requests it got)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHub)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_cli_dry_run_in_a_fresh_process_lists_the_files_and_sends_nothing(run_dir, tmp_path, local_hub):
+    run, _ = run_dir
+    model_dir = run / "model"
+    link = _add_unwanted_files(model_dir, tmp_path / "secret.txt")
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_OIDC_RESOURCE", "HF_HUB_OFFLINE", "BITESM_DEBUG")}
+    env.update(HF_TOKEN="", HF_HOME=str(tmp_path / "hf_home"),
+               HF_ENDPOINT=f"http://127.0.0.1:{local_hub.server_address[1]}")
+
+    def bitesm_push(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bitesm.cli", "push", str(model_dir), "--repo-id", "a/b", *args],
+                              check=False, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    proc = bitesm_push("--dry-run")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("bitesm push: error: ") and f"{link} is a symbolic link to {tmp_path / 'secret.txt'}" in last
+    assert "model.safetensors" not in proc.stdout
+
+    link.unlink()
+    proc = bitesm_push("--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    upload, _, skipped = proc.stdout.partition("\nskipped (")
+    upload += "\n"
+    size = (model_dir / "model.safetensors").stat().st_size
+    assert f"  {size:,}  model.safetensors\n" in upload
+    for name in ("config.json", "tokenizer_config.json", "vocab.txt", "modeling_bitesm.py", "README.md"):
+        assert f"  {name}\n" in upload
+    assert ".env" not in upload and ".git" not in upload and "notes.txt" not in upload and "SECRET" not in upload
+    assert skipped.splitlines()[1:6] == ["  .env", "  .git/", "  __pycache__/", "  notes.txt", "  scratch.py"]
+    assert proc.stdout.rstrip().endswith("dry run: nothing was sent to a/b")
+
+    # no token: the error says how to give one, before any request
+    proc = bitesm_push()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("bitesm push: error: no Hub token found")
+    assert "--token" in last and "HF_TOKEN" in last and "hf auth login" in last
+    assert local_hub.seen == [], "a request reached the Hub endpoint"
+
+    # control: with a token the real client does reach this endpoint, and its 503 is retried
+    proc = bitesm_push("--token", "hf_x", "--max-retries", "1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("bitesm push: error: creating the repository failed") and "after 2 attempts" in last
+    assert [r for r in local_hub.seen if r.startswith("POST /api/repos/")] == ["POST /api/repos/create"] * 2, \
+        local_hub.seen
 
 
 # -- training --------------------------------------------------------------------------------------------------

@@ -2,14 +2,16 @@
 push with validation, staging and retries (:mod:`bitesm.hub.push`) and ``bitesm push`` (:mod:`bitesm.hub.cli`)."""
 
 from .model_card import evaluation_markdown, find_evaluation, load_evaluation, model_card
-from .push import HubPushError, push_to_hub, resolve_model_dir, validate_model_folder
+from .push import HubPushError, UploadPlan, plan_upload, push_to_hub, resolve_model_dir, validate_model_folder
 
 __all__ = [
     "HubPushError",
+    "UploadPlan",
     "evaluation_markdown",
     "find_evaluation",
     "load_evaluation",
     "model_card",
+    "plan_upload",
     "push_to_hub",
     "resolve_model_dir",
     "validate_model_folder",
