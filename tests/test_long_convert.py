@@ -227,9 +227,13 @@ def test_non_esm_checkpoint_is_refused(tmp_path):
 # -- training ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("window", [1, "1024", True])
-def test_training_config_validates_attention_window(window):
-    with pytest.raises(ConfigError, match=r"model.attention_window=.* is out of range: use an int >= 2"):
+@pytest.mark.parametrize("window,message", [
+    (1, r"model.attention_window=1 is out of range: use an int >= 2"),
+    ("1024", r"model.attention_window='1024' has the wrong type \(str\): expected an int"),
+    (True, r"model.attention_window=True has the wrong type \(bool\): expected an int"),
+])
+def test_training_config_validates_attention_window(window, message):
+    with pytest.raises(ConfigError, match=message):
         load_config(REPO / "configs/long-esm2-t6.yaml", {"model.attention_window": window})
 
 

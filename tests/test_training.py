@@ -52,7 +52,7 @@ def write_config(tmp_path: Path, **section_overrides) -> Path:
     cfg = json.loads(json.dumps(TINY))
     for dotted, value in section_overrides.items():
         section, key = dotted.split("__")
-        cfg[section][key] = value
+        cfg.setdefault(section, {})[key] = value
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -88,6 +88,64 @@ def test_config_out_of_range_values_are_named(tmp_path, override, message):
         load_config(write_config(tmp_path), override)
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.batch_size=abc", r"training.batch_size='abc' has the wrong type \(str\): expected an int"),
+        ("training.max_steps=10.5", r"training.max_steps=10.5 has the wrong type \(float\): expected an int"),
+        ("training.batch_size=true", r"training.batch_size=True has the wrong type \(bool\): expected an int"),
+        ("training.learning_rate=fast", r"training.learning_rate='fast' has the wrong type \(str\): expected a number"),
+        ("training.mixed_precision=no", (r"training.mixed_precision=False has the wrong type \(bool\): expected a "
+                                        r"string \(YAML reads unquoted yes/no")),
+        ("training.max_tokens=[1]", (r"training.max_tokens=\[1\] has the wrong type \(list\): expected an int "
+                                    r"\(a whole number\) or null")),
+        ("data.train_fasta=3", r"data.train_fasta=3 has the wrong type \(int\): expected a string"),
+        ("training.hub_private=1", r"training.hub_private=1 has the wrong type \(int\): expected true or false"),
+        ("model.overrides=5", r"model.overrides=5 has the wrong type \(int\): expected a mapping"),
+        ("evaluation.proteingym.assay_ids=[1, 2]", (r"evaluation.proteingym.assay_ids=\[1, 2\] has the wrong type "
+                                                   r"\(list\): expected a list of strings or null")),
+        ("training.learning_rte=0.1", (r"unknown key\(s\) \['learning_rte'\] in 'config.training'; allowed: "
+                                      r"\['adam_beta1', .*'learning_rate'")),
+        ("training.max_steps.x=3", r"override training.max_steps.x=3: training.max_steps is a value"),
+    ],
+)
+def test_set_overrides_are_type_checked_and_name_the_key(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path), dict([parse_override(override)]))
+
+
+def test_values_in_the_yaml_file_are_type_checked_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"training.warmup_steps='ten' has the wrong type \(str\): expected an int"):
+        load_config(write_config(tmp_path, training__warmup_steps="ten"))
+    with pytest.raises(ConfigError, match=r"data.max_length=48.5 has the wrong type"):
+        load_config(write_config(tmp_path, data__max_length=48.5))
+
+
+def test_numbers_are_converted_to_their_field_types(tmp_path):
+    overrides = dict(parse_override(o) for o in (
+        "training.max_steps=10.0", "training.learning_rate=1e-3", "training.weight_decay=0", "training.max_tokens=2e4",
+        "training.max_time_minutes=null",
+    ))
+    t = load_config(write_config(tmp_path), overrides).training
+    got = (t.max_steps, t.learning_rate, t.weight_decay, t.max_tokens, t.max_time_minutes)
+    assert got == (10, 1e-3, 0.0, 20000, None)
+    assert type(t.max_steps) is int and type(t.weight_decay) is float and type(t.max_tokens) is int
+
+
+def test_shortening_a_run_clips_the_warmup(tmp_path, caplog):
+    # the README's way to shorten the quickstart: warmup_steps 50 > max_steps 30 is clipped, not refused
+    with caplog.at_level("WARNING", logger="bitesm.training.config"):
+        t = load_config(REPO / "configs/quickstart.yaml", {"training.max_steps": 30}).training
+    assert (t.max_steps, t.warmup_steps) == (30, 30)
+    assert "warmup clipped to 30 steps" in caplog.text
+    assert load_config(REPO / "configs/quickstart.yaml", {"training.max_steps": 100}).training.warmup_steps == 50
+    # both overridden, or both in the file: the user chose them, an error names them
+    with pytest.raises(ConfigError, match=r"warmup_steps=40 is out of range: use an int in \[0, max_steps=30\]"):
+        load_config(REPO / "configs/quickstart.yaml", {"training.max_steps": 30, "training.warmup_steps": 40})
+    with pytest.raises(ConfigError, match=r"training.warmup_steps=20 is out of range"):
+        load_config(write_config(tmp_path, training__warmup_steps=20))
+
+
 def test_parse_override_reads_yaml_values():
     assert parse_override("training.max_steps=100") == ("training.max_steps", 100)
     assert parse_override("evaluation.proteingym=null") == ("evaluation.proteingym", None)
@@ -117,6 +175,12 @@ def test_shipped_configs_are_valid():
 # -- end to end ------------------------------------------------------------------------------------------------
 
 
+def metric_steps(run: Path) -> dict[str, list[int]]:
+    """The steps of ``metrics.jsonl``'s training and validation rows."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {kind: [r["step"] for r in rows if kind in r] for kind in ("train/loss", "val/loss")}
+
+
 def _final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "model" / "model.safetensors"))
 
@@ -144,9 +208,9 @@ def test_train_writes_model_tensorboard_metrics_and_refuses_to_overwrite(tmp_pat
 
     model = AutoModelForMaskedLM.from_pretrained(run / "model")
     assert type(model).__name__ == "BitEsmForMaskedLM" and model.config.hidden_size == 32
-    # a second run into the same folder must not overwrite it
+    # a second run into the same folder must not overwrite it: one line, exit code 2
     again = run_cli(["train", "--config", str(cfg), "--output-dir", str(run)])
-    assert again.returncode != 0 and "pass --resume" in again.stderr
+    assert again.returncode == 2 and "pass --resume" in again.stderr and "Traceback" not in again.stderr
 
 
 @pytest.mark.slow
@@ -180,6 +244,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
         assert torch.equal(a[key], b[key]), f"{key} differs after resume"
     # the run really trained (weights moved from their initial values)
     assert json.loads((killed / "model" / "trainer_state.json").read_text())["step"] == 40
+    # rows the killed run logged after checkpoint 10 were dropped on resume: every step once, as uninterrupted
+    assert metric_steps(killed) == metric_steps(reference)
 
 
 @pytest.mark.slow

@@ -72,18 +72,23 @@ class LoraTrainer(Trainer):
         config: a validated config with a ``lora`` section (and optionally ``head``).
         output_dir: run folder.
         resume: continue from the newest checkpoint in ``output_dir``.
+        allow_config_change: on resume, accept config changes that break an exact resume (as
+            :class:`~bitesm.training.trainer.Trainer`).
 
     Raises:
         ConfigError: no ``lora`` section; label / data problems (see :mod:`bitesm.data.labelled`); a target module
-            name that selects nothing.
-        FileExistsError, FileNotFoundError: as :class:`~bitesm.training.trainer.Trainer`.
+            name that selects nothing; the run-folder, resume and preflight checks of
+            :class:`~bitesm.training.trainer.Trainer`.
     """
 
     load_state_kwargs = {"strict": False}  # checkpoints hold the trainable weights only; checked in load_checkpoint
+    final_dir_name = ADAPTER_DIR
 
-    def __init__(self, config: Config, output_dir: str | os.PathLike, resume: bool = False):
+    def __init__(
+        self, config: Config, output_dir: str | os.PathLike, resume: bool = False, allow_config_change: bool = False
+    ):
         self.label_names: list[str] | None = None
-        super().__init__(config, output_dir, resume=resume)
+        super().__init__(config, output_dir, resume=resume, allow_config_change=allow_config_change)
         self.accelerator.register_save_state_pre_hook(_keep_trainable_weights)
 
     def check_config(self) -> None:
@@ -340,6 +345,22 @@ class LoraTrainer(Trainer):
         return result
 
 
-def train_lora(config: Config, output_dir: str | os.PathLike, resume: bool = False) -> dict:
-    """Run a ``bitesm lora`` config end to end (see :class:`LoraTrainer`)."""
-    return LoraTrainer(config, output_dir, resume=resume).train()
+def train_lora(
+    config: Config, output_dir: str | os.PathLike, resume: bool = False, allow_config_change: bool = False
+) -> dict:
+    """Run a ``bitesm lora`` config end to end (see :class:`LoraTrainer`).
+
+    Args:
+        config: a validated config with a ``lora`` section.
+        output_dir: run folder (``--output-dir``).
+        resume: continue from the newest checkpoint (``--resume``).
+        allow_config_change: on resume, accept config changes that break an exact resume (``--allow-config-change``).
+
+    Returns:
+        the final metrics (:meth:`LoraTrainer.train`).
+
+    Raises:
+        ConfigError: as :class:`LoraTrainer`.
+        TrainingInterrupted: SIGTERM / SIGINT stopped the run after a checkpoint (:mod:`bitesm.training.preemption`).
+    """
+    return LoraTrainer(config, output_dir, resume=resume, allow_config_change=allow_config_change).train()

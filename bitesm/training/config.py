@@ -3,7 +3,20 @@
 A config has four sections, each a dataclass below: ``model``, ``data``, ``training`` and ``evaluation``, plus, for
 ``bitesm lora`` (:mod:`bitesm.lora`), ``lora`` (4-bit base and LoRA adapters) and optionally ``head`` (a
 sequence-level classification or regression head trained from labelled proteins instead of MLM).
-Unknown keys and out-of-range values raise :class:`ConfigError` naming the key, the value and the fix.
+Unknown keys, values of the wrong type and out-of-range values raise :class:`ConfigError` naming the key, the
+value and the fix.
+
+Types: every value, from the YAML file or from a ``--set`` override, is checked against its field's annotation:
+``int`` fields take whole numbers (not ``true``/``false``, not ``10.5``; ``10.0`` and ``1e4`` are read as 10 and
+10000), ``float`` fields take any number (``1e-3`` too, which YAML 1.1 reads as a string), ``str`` fields a string
+(quote ``"no"``: YAML reads unquoted yes / no / on / off as booleans), ``bool`` fields ``true`` / ``false``, lists a
+list of strings, ``X | None`` also ``null``.
+
+Shortened runs: when ``training.max_steps`` is overridden (``--set training.max_steps=30``, the ``overrides`` of
+:func:`load_config`) below the config's ``training.warmup_steps`` and ``warmup_steps`` is not overridden too, the
+warmup is clipped to ``max_steps`` (logged as a warning) instead of refused, so a config can be smoke-tested in a
+few steps as written. A ``warmup_steps`` above ``max_steps`` in the file itself, or in two overrides, is an error.
+
 Relative paths are resolved against the current working directory first, then against the repository root
 (the folder holding ``configs/``), so ``bitesm train --config configs/quickstart.yaml`` works from anywhere in a clone.
 """
@@ -11,7 +24,11 @@ Relative paths are resolved against the current working directory first, then ag
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +38,8 @@ import yaml
 from ..errors import UserInputError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(UserInputError):
@@ -88,7 +107,8 @@ class TrainingConfig:
             ``batch_size / (gradient_accumulation_steps * num_processes)``.
         learning_rate: peak AdamW learning rate (5e-3 ternary, 1e-3 fp in 2Bits of Protein).
         lr_scheduler: a transformers scheduler name (``linear``, ``cosine``, ``constant_with_warmup``...).
-        warmup_steps: linear warmup length in optimizer steps.
+        warmup_steps: linear warmup length in optimizer steps, at most ``max_steps`` (clipped to an overridden
+            ``max_steps``: see the module docstring).
         max_steps: optimizer steps; the LR schedule spans them.
         max_tokens: stop once this many non-padding tokens were trained on (cramming budget), or ``None``.
         max_time_minutes: stop after this wall-clock time (cramming budget), or ``None``.
@@ -264,11 +284,131 @@ def _build(cls, values: Any, where: str):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in '{where}'; allowed: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
         sub = _SECTIONS.get((cls, name))
-        kwargs[name] = _build(sub, value, f"{where}.{name}") if sub is not None else value
+        key = name if where == "config" else f"{where.removeprefix('config.')}.{name}"
+        if sub is not None:
+            if value is None and not _allows_none(hints[name]):
+                raise ConfigError(f"'{where}.{name}' must be a mapping, got null; give the section's keys or remove it")
+            kwargs[name] = _build(sub, value, f"{where}.{name}")
+        else:
+            kwargs[name] = check_type(key, value, hints[name])
     return cls(**kwargs)
+
+
+class _WrongType(Exception):
+    """Internal: a value does not fit an annotation."""
+
+
+#: A number in exponent notation without a dot (``1e-3``, ``5E4``), which YAML 1.1 (PyYAML) reads as a string.
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _allows_none(hint: Any) -> bool:
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    return hint is Any or (union and type(None) in typing.get_args(hint))
+
+
+def _describe(hint: Any) -> str:
+    """How an error message names the type an annotation expects."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a mapping"
+    return {int: "an int (a whole number)", float: "a number", str: "a string", bool: "true or false"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as the annotation ``hint`` wants it (ints for integral numbers, floats for numbers), or _WrongType."""
+    if hint is Any:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except _WrongType:
+                pass
+        raise _WrongType
+    if isinstance(value, str) and hint in (int, float) and _EXPONENT_NUMBER.match(value.strip()):
+        value = float(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _WrongType
+    if hint is int:
+        if isinstance(value, bool):
+            raise _WrongType
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        raise _WrongType
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _WrongType
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _WrongType
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _WrongType
+        return [_coerce(v, args[0]) for v in value] if args else list(value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise _WrongType
+        if not args:
+            return dict(value)
+        return {_coerce(k, args[0]): _coerce(v, args[1]) for k, v in value.items()}
+    if isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        raise _WrongType
+    return value
+
+
+def check_type(key: str, value: Any, hint: Any) -> Any:
+    """Check a config value against its field's annotation (``int``, ``float``, ``str``, ``bool``, ``list[str]``,
+    ``dict[str, Any]``, ``X | None``).
+
+    ``int`` takes whole numbers only (``10.0`` and ``"1e4"`` become 10 and 10000; booleans and ``10.5`` are refused),
+    ``float`` takes ints too (converted), and a string in exponent notation such as ``"1e-3"`` (YAML 1.1 reads
+    ``1e-3`` as a string), ``X | None`` takes ``None``.
+
+    Args:
+        key: dotted key the error names, e.g. ``training.batch_size``.
+        value: the value read from YAML or a ``--set`` override.
+        hint: the field's annotation (:func:`typing.get_type_hints`).
+
+    Returns:
+        ``value``, converted where said above.
+
+    Raises:
+        ConfigError: naming the key, the value, its type and the type expected.
+    """
+    try:
+        return _coerce(value, hint)
+    except _WrongType:
+        pass
+    note = ""
+    if isinstance(value, bool) and str in (hint, *typing.get_args(hint)):
+        note = " (YAML reads unquoted yes/no/on/off/true/false as booleans: quote the string, e.g. \"no\")"
+    raise ConfigError(
+        f"{key}={value!r} has the wrong type ({type(value).__name__}): expected {_describe(hint)}{note}"
+    )
 
 
 _SECTIONS = {
@@ -425,26 +565,72 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
 
     Args:
         path: YAML file.
-        overrides: dotted keys replacing values, e.g. ``{"training.max_steps": 10}``.
+        overrides: dotted keys replacing values, e.g. ``{"training.max_steps": 10}`` (``--set``); typed like the
+            file's values. An overridden ``training.max_steps`` below the file's ``warmup_steps`` clips the warmup
+            (module docstring).
+
+    Returns:
+        the validated :class:`Config`.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ConfigError: malformed YAML, unknown keys, or out-of-range values.
+        ConfigError: a folder, not a file; malformed YAML (line and column named), unknown keys (the allowed ones listed), values of the wrong type (the type
+            expected named), or out-of-range values.
     """
     path = Path(resolve_path(str(path)))
+    if path.is_dir():
+        raise ConfigError(f"training config {path} is a folder; give a YAML file, e.g. configs/quickstart.yaml")
     if not path.is_file():
         raise FileNotFoundError(f"training config {path} not found; see configs/ for examples")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"training config {path} is not UTF-8 text ({err.reason}); give a YAML file") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from err
-    for dotted, value in (overrides or {}).items():
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ConfigError(f"{path} is not valid YAML{at}: {problem}. Fix: correct the YAML (see configs/ for "
+                          "examples)") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (model:, data:, training:...), got "
+                          f"{type(raw).__name__}")
+    overrides = dict(overrides or {})
+    for dotted, value in overrides.items():
         node = raw
         *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
+        for depth, key in enumerate(parents):
+            if node.get(key) is None:
+                node[key] = {}
+            if not isinstance(node[key], dict):
+                where = ".".join(parents[: depth + 1])
+                raise ConfigError(
+                    f"override {dotted}={value!r}: {where} is a value ({node[key]!r}), not a section with keys; "
+                    f"use --set {where}=VALUE"
+                )
+            node = node[key]
         node[leaf] = value
-    return validate(_build(Config, raw, "config"))
+    config = _build(Config, raw, "config")
+    _clip_warmup_to_overridden_max_steps(config, overrides)
+    return validate(config)
+
+
+def _clip_warmup_to_overridden_max_steps(config: Config, overrides: dict[str, Any]) -> None:
+    """The shortened-run rule of the module docstring: ``--set training.max_steps=N`` below the file's
+    ``warmup_steps`` clips the warmup to N (unless ``warmup_steps`` is overridden too)."""
+    t = config.training
+    if (
+        "training.max_steps" in overrides
+        and "training.warmup_steps" not in overrides
+        and t is not None
+        and t.max_steps >= 1
+        and t.warmup_steps > t.max_steps
+    ):
+        logger.warning(
+            "training.max_steps=%d (overridden) is below training.warmup_steps=%d: warmup clipped to %d steps "
+            "(set training.warmup_steps too to choose another)", t.max_steps, t.warmup_steps, t.max_steps,
+        )
+        t.warmup_steps = t.max_steps
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -7,8 +7,16 @@ What a run writes under ``output_dir``:
 * ``checkpoints/checkpoint-<step>/``: resumable states (see :mod:`bitesm.training.checkpoint`);
 * ``tensorboard/``: TensorBoard events (train loss, learning rate, tokens/s, grad norm; validation loss and
   perplexity);
-* ``metrics.jsonl``: the same scalars, one JSON object per line;
+* ``metrics.jsonl``: the same scalars, one JSON object per line (a resumed run first drops the rows logged after its
+  checkpoint: no step appears twice);
+* ``training_config.yaml`` (the config the run started with) and ``config_history.jsonl`` (one line per segment:
+  the step it started at, its config and what changed; :mod:`bitesm.training.resume`);
 * ``eval/proteingym.json`` when the config has an ``evaluation.proteingym`` section.
+
+Before anything is computed the run checks its inputs, its output folder and ``data.max_length``
+(:mod:`bitesm.training.preflight`) and, on ``--resume``, that the config still matches the checkpoint's
+(:func:`bitesm.training.resume.check_resume_config`). SIGTERM and SIGINT stop it after the current optimizer step
+with a checkpoint (:mod:`bitesm.training.preemption`).
 
 Exact resume: the data order of epoch ``e`` is a permutation drawn from ``seed`` and ``e`` alone, the collator draws
 crops and masks from its own generator whose state is checkpointed per process (it runs in the loop, after the data
@@ -26,6 +34,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +51,14 @@ from transformers import get_scheduler
 
 from ..data import MLMCollator, load_fasta_dataset, load_tokenizer
 from ..evaluation.perplexity import masked_lm_loss_sums, summarize, validation_collator
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json
 from ..models import BitEsmForMaskedLM, bitesm_config_from_esm, load_esm_config, load_masked_lm
 from ..models.long import SPECIAL_TOKENS, convert_to_long, long_config, max_residues, to_long_model
 from . import checkpoint as ckpt
+from . import resume as run_resume
 from .config import Config, ConfigError, resolve_path
+from .preemption import StopSignals, TrainingInterrupted
+from .preflight import check_run
 
 logger = logging.getLogger(__name__)
 
@@ -187,31 +199,38 @@ class Trainer:
         config: a validated :class:`~bitesm.training.config.Config`.
         output_dir: run folder.
         resume: continue from the newest checkpoint in ``output_dir``.
+        allow_config_change: on resume, accept config changes that break an exact resume (``--allow-config-change``;
+            :func:`bitesm.training.resume.check_resume_config`).
 
     Raises:
-        FileExistsError: ``output_dir`` already has checkpoints and ``resume`` is False (pass ``--resume`` or choose
-            a new folder: nothing is overwritten).
-        FileNotFoundError: ``resume`` is True but there is no checkpoint.
+        ConfigError: before any data is read or model built: ``output_dir`` already holds checkpoints (or a final
+            model) and ``resume`` is False (pass ``--resume`` or choose a new folder: nothing is overwritten);
+            ``resume`` is True but there is no checkpoint; the resumed config changes keys that break an exact
+            resume; an input path is missing, ``output_dir`` is not writable, or ``data.max_length`` is longer than
+            the model takes (:func:`bitesm.training.preflight.check_run`).
     """
 
     #: keyword arguments of ``Accelerator.load_state`` when resuming (a subclass that checkpoints only part of the
     #: model's weights passes ``strict=False``).
     load_state_kwargs: dict = {}
+    #: the folder under ``output_dir`` that a finished run's model is saved to (:meth:`save_final_model`).
+    final_dir_name: str = FINAL_MODEL_DIR
 
-    def __init__(self, config: Config, output_dir: str | os.PathLike, resume: bool = False):
+    def __init__(
+        self, config: Config, output_dir: str | os.PathLike, resume: bool = False, allow_config_change: bool = False
+    ):
         self.config = config
         self.output_dir = Path(output_dir)
         self.check_config()
         t = config.training
-        existing = ckpt.latest_checkpoint(self.output_dir)
-        if existing is not None and not resume:
-            raise FileExistsError(
-                f"{self.output_dir} already holds checkpoints ({existing.name}); pass --resume to continue that run "
-                "or choose another --output-dir"
-            )
-        if resume and existing is None:
-            raise FileNotFoundError(f"--resume given but {self.output_dir} has no complete checkpoint to resume from")
-        self.resume_from = existing if resume else None
+        self.resume_from = self._run_to_resume(resume)
+        self.config_changes = (
+            {} if self.resume_from is None
+            else run_resume.check_resume_config(config, self.resume_from, self.output_dir, allow_config_change)
+        )
+        check_run(config, self.output_dir)
+        self._rows_at_start: set[frozenset] = set()  # metrics.jsonl rows already logged at the segment's first step
+        self._segment_start = -1
 
         self.accelerator = Accelerator(
             mixed_precision=t.mixed_precision, log_with="tensorboard", project_dir=str(self.output_dir)
@@ -244,6 +263,27 @@ class Trainer:
         acc.register_for_checkpointing(self.scheduler)
         self.state = TrainerState()
         self.checkpoints_saved: int | None = None  # this run's checkpoint count, for push_every_checkpoints
+
+    def _run_to_resume(self, resume: bool) -> Path | None:
+        """The checkpoint to resume from (``None`` for a new run), after refusing to overwrite a run."""
+        existing = ckpt.latest_checkpoint(self.output_dir)
+        final = self.output_dir / self.final_dir_name
+        if existing is not None and not resume:
+            raise ConfigError(
+                f"--output-dir {self.output_dir} already holds checkpoints (newest {existing.name}); pass --resume to "
+                "continue that run, or choose another --output-dir (nothing is overwritten)"
+            )
+        if existing is None and not resume and final.is_dir():
+            raise ConfigError(
+                f"--output-dir {self.output_dir} already holds a finished run ({final.name}/) and no checkpoint to "
+                f"resume from; choose another --output-dir, or delete {final} to train there again"
+            )
+        if resume and existing is None:
+            raise ConfigError(
+                f"--resume given but --output-dir {self.output_dir} has no complete checkpoint to resume from "
+                "(training.save_every: 0 writes none); run without --resume to start over"
+            )
+        return existing if resume else None
 
     # -- what a run trains (overridden by bitesm.lora.LoraTrainer) ----------------------------------------------
 
@@ -384,8 +424,11 @@ class Trainer:
         acc.log(metrics, step=self.state.step)
         if acc.is_main_process:
             record = {"step": self.state.step, "tokens": self.state.tokens, **metrics}
-            with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            # a resumed run recomputes the final validation of a finished segment: logged once
+            logged = self.state.step == self._segment_start and frozenset(metrics) in self._rows_at_start
+            if not logged:
+                with open(self.output_dir / run_resume.METRICS_FILE, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
             text = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
             bar.write(text)
 
@@ -400,18 +443,71 @@ class Trainer:
     def train(self) -> dict:
         """Train until the budget (steps, tokens or time) is reached; returns the final metrics.
 
+        SIGTERM and SIGINT received meanwhile stop the run after the current optimizer step with a checkpoint
+        (:mod:`bitesm.training.preemption`); the previous signal handlers are restored when this returns or raises.
+
         Returns:
             dict with ``step``, ``tokens``, ``elapsed_seconds``, ``val/loss``, ``val/perplexity`` and
             ``model_dir``, plus ``proteingym`` (the evaluation summary) when configured.
+
+        Raises:
+            TrainingInterrupted: SIGTERM / SIGINT arrived; a resumable checkpoint of the last step was written (its
+                ``exit_code`` is 143 / 130).
+            ConfigError: with ``allow_config_change``, a checkpoint that cannot be loaded into the changed model.
         """
+        stop = StopSignals(announce=self.accelerator.is_main_process)
+        stop.install()
+        try:
+            return self._train(stop)
+        finally:
+            stop.restore()
+
+    def _resume_checkpoint(self) -> None:
+        try:
+            self.load_checkpoint(self.resume_from)
+        except (RuntimeError, ValueError, KeyError, FileNotFoundError) as err:
+            changed = [k for k in self.config_changes if not run_resume.is_safe_change(k, self.config)]
+            if not changed or isinstance(err, ConfigError):
+                raise
+            reason = " ".join(str(err).split())[:300]  # one line
+            raise ConfigError(
+                f"--allow-config-change: {self.resume_from} cannot be loaded with the changed config "
+                f"({', '.join(changed)}): {type(err).__name__}: {reason}; keys that change the model or its "
+                "optimizer state (model shape, lora, head, mixed precision) cannot change on resume: resume with the "
+                "original values"
+            ) from err
+        logger.info("resumed from %s at step %d", self.resume_from, self.state.step)
+
+    def _agree_to_stop(self, stop: StopSignals) -> bool:
+        """Whether any process received a stop signal (a collective call: every process must make it)."""
+        acc = self.accelerator
+        flag = torch.tensor([float(stop.signum or 0)], device=acc.device, dtype=torch.float64)
+        return bool(acc.reduce(flag, reduction="sum").item() > 0)
+
+    def _stop_with_checkpoint(self, stop: StopSignals, saved: tuple[int, Path | None]) -> None:
+        """Write the checkpoint of the current step (unless just written), end the trackers and raise."""
+        path = saved[1] if saved[0] == self.state.step else self.save_checkpoint()
+        path = self.output_dir / ckpt.CHECKPOINT_DIR / path.name.removeprefix(".tmp-")
+        self.accelerator.end_training()
+        err = TrainingInterrupted(stop.signum or signal.SIGTERM, self.state.step, path)
+        if self.accelerator.is_main_process:
+            logger.warning("%s", err)
+        raise err
+
+    def _train(self, stop: StopSignals) -> dict:
         acc, t = self.accelerator, self.config.training
         self.output_dir.mkdir(parents=True, exist_ok=True)
         ckpt.clean_temporary(self.output_dir)
         if self.resume_from is not None:
-            self.load_checkpoint(self.resume_from)
-            logger.info("resumed from %s at step %d", self.resume_from, self.state.step)
+            self._resume_checkpoint()
+        self._segment_start = self.state.step
         if acc.is_main_process:
-            atomic_write_text(self.output_dir / "training_config.yaml", yaml.safe_dump(self.config.to_dict()))
+            self._rows_at_start = run_resume.truncate_metrics(
+                self.output_dir, self.state.step if self.resume_from is not None else None
+            )
+            run_resume.record_segment(
+                self.output_dir, self.state.step, self.config, self.config_changes, self.resume_from
+            )
             logger.info("model: %s", self.describe_model())
         acc.init_trackers("tensorboard", config=_flat_hparams(self.config))
 
@@ -420,8 +516,9 @@ class Trainer:
         bar = tqdm(total=t.max_steps, initial=self.state.step, disable=not acc.is_main_process, desc="train")
         window = _LogWindow(acc.device)
         segment_start, elapsed_before = time.time(), self.state.elapsed_seconds
-        micro_in_step, local_tokens, done = 0, 0, self._budget_reached()
+        micro_in_step, local_tokens, done, stopping = 0, 0, self._budget_reached(), False
         validated: tuple[int, dict] = (-1, {})
+        saved: tuple[int, Path | None] = (-1, None)
         grad_norm = torch.zeros(())
         self.on_train_start(bar)
         while not done:
@@ -451,9 +548,13 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 self.state.step += 1
                 bar.update(1)
-                # One small all-reduce a step keeps the token count and the stop decision identical on all ranks.
+                # One small all-reduce a step keeps the token count, the stop decision and a stop signal received by
+                # any process identical on all ranks.
                 synced = acc.reduce(
-                    torch.tensor([local_tokens, time.time() - segment_start], device=acc.device, dtype=torch.float64),
+                    torch.tensor(
+                        [local_tokens, time.time() - segment_start, float(stop.signum or 0)],
+                        device=acc.device, dtype=torch.float64,
+                    ),
                     reduction="sum",
                 )
                 local_tokens = 0
@@ -461,6 +562,7 @@ class Trainer:
                 self.state.tokens += int(synced[0].item())
                 self.state.elapsed_seconds = elapsed_before + float(synced[1].item()) / acc.num_processes
                 done = self._budget_reached()
+                stopping = float(synced[2].item()) > 0 and not done  # at the budget: stopped after the loop
                 if self.state.step % t.log_every == 0 or done:
                     self._log(
                         {
@@ -477,21 +579,31 @@ class Trainer:
                     validated = (self.state.step, self.validate())
                     self._log(validated[1], bar)
                 if t.save_every and self.state.step % t.save_every == 0 and not done:
-                    self.save_checkpoint()
-                if done:
+                    saved = (self.state.step, self.save_checkpoint())
+                if done or stopping:
                     break
             else:
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
+            if stopping:
+                break
         bar.close()
+        if stopping:
+            self._stop_with_checkpoint(stop, saved)
         replicas_in_sync = self.check_replicas_in_sync()
         if validated[0] == self.state.step:
             final = validated[1]
         else:
             final = self.validate()
             self._log(final, bar)
-        if t.save_every:
+        if self._agree_to_stop(stop):  # a signal during the last step or the final validation
+            self._stop_with_checkpoint(stop, saved)
+        if t.save_every or self.resume_from is not None:  # the newest checkpoint is the final state
             self.save_checkpoint()
+        # From here on (final model, ProteinGym), signals act as before training; one that arrived during the last
+        # checkpoint's save is delivered now that the checkpoint is complete.
+        stop.restore()
+        stop.redeliver()
         model_dir = self.save_final_model()
         result = {
             **dataclasses.asdict(self.state),
@@ -618,6 +730,23 @@ def _flat_hparams(config: Config) -> dict:
     return flat
 
 
-def train(config: Config, output_dir: str | os.PathLike, resume: bool = False) -> dict:
-    """Run a training config end to end (see :class:`Trainer`)."""
-    return Trainer(config, output_dir, resume=resume).train()
+def train(
+    config: Config, output_dir: str | os.PathLike, resume: bool = False, allow_config_change: bool = False
+) -> dict:
+    """Run a training config end to end (see :class:`Trainer`): the library form of ``bitesm train``.
+
+    Args:
+        config: a validated config (:func:`bitesm.training.config.load_config`).
+        output_dir: run folder (``--output-dir``).
+        resume: continue from the newest checkpoint in ``output_dir`` (``--resume``).
+        allow_config_change: on resume, accept config changes that break an exact resume
+            (``--allow-config-change``; recorded in ``config_history.jsonl``).
+
+    Returns:
+        the final metrics (:meth:`Trainer.train`).
+
+    Raises:
+        ConfigError: a config, path or run-folder mistake, found before training starts (:class:`Trainer`).
+        TrainingInterrupted: SIGTERM / SIGINT stopped the run after writing a checkpoint; ``--resume`` continues.
+    """
+    return Trainer(config, output_dir, resume=resume, allow_config_change=allow_config_change).train()
