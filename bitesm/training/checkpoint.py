@@ -15,6 +15,8 @@ import re
 import shutil
 from pathlib import Path
 
+from ..io import follow_umask
+
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
@@ -47,7 +49,9 @@ def temporary_checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
 
 
 def publish_checkpoint(tmp_dir: Path, keep: int) -> Path:
-    """Rename a fully written temporary checkpoint to its final name, then delete all but the newest ``keep``."""
+    """Rename a fully written temporary checkpoint to its final name, then delete all but the newest ``keep``. Its
+    files (accelerate and safetensors write some with mode 0600) first get the modes the umask gives."""
+    follow_umask(*(p for p in tmp_dir.rglob("*") if p.is_file()))
     final = tmp_dir.parent / tmp_dir.name.removeprefix(".tmp-")
     if final.exists():  # a re-run of the same step after a resume: the new one replaces it
         shutil.rmtree(final)
