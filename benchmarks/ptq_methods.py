@@ -19,7 +19,7 @@ import statistics
 from bitesm.data.dataset import load_fasta_dataset
 from bitesm.evaluation.perplexity import evaluate_mlm
 from bitesm.ptq.calibration import sample_calibration_set
-from bitesm.ptq.cli import DEFAULT_CALIBRATION
+from bitesm.ptq.analysis import DEFAULT_CALIBRATION
 from bitesm.ptq.convert import load_fp_model, quantize_model
 from bitesm.training.config import resolve_path
 

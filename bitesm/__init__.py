@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 
 from .auto_registration import register_when_transformers_loads
+from .runtime import quiet_optional_kernel_warning
 
 __version__ = "0.1.0"
 
@@ -39,3 +40,4 @@ def __dir__() -> list[str]:
 
 
 register_when_transformers_loads()
+quiet_optional_kernel_warning()  # bitsandbytes' notice about an optional Hub-downloaded CPU kernel, at its import

@@ -73,3 +73,54 @@ def _nan_to_none(x: Any) -> Any:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """:func:`atomic_write_text` of ``obj`` as indented JSON; NaN floats are written as ``null`` (valid JSON)."""
     atomic_write_text(path, json.dumps(_nan_to_none(obj), indent=2) + "\n")
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool = False, option: str | None = None) -> Path:
+    """Check, before any work, that an output can be written at ``path``: no component of it is a file, and a probe
+    file can be written (and is deleted) in the nearest of its folders that exists. Nothing is created, so a command
+    refused later leaves no empty folder behind.
+
+    Args:
+        path: the output file (``folder=False``: its parent folder is checked) or the output folder.
+        folder: ``path`` is a folder to write files in, not a file.
+        option: how the user gave the path (e.g. ``"--output"``), named in the message.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        bitesm.errors.UserInputError: ``path`` is a folder where a file is expected (or a file where a folder is),
+            a component of it is a file, or the folder cannot be created or written (no permission, read-only file
+            system); the message names the path, the reason and the fix.
+    """
+    from .errors import UserInputError
+
+    path = Path(path)
+    given = f"{option} {path}" if option else str(path)
+    if not folder and path.is_dir():
+        raise UserInputError(f"{given} is a folder; give the path of a file to write (e.g. {path / 'out'}).")
+    target = path if folder else path.parent
+    for ancestor in (target, *target.parents):
+        if ancestor.exists() or ancestor.is_symlink():
+            if not ancestor.is_dir():
+                if ancestor == target and folder:
+                    raise UserInputError(f"{given} is a file, not a folder. Fix: give a folder path (created if "
+                                         "missing).")
+                raise UserInputError(f"{given} is under {ancestor}, which is a file, not a folder. Fix: choose an "
+                                     "output path under a folder.")
+            existing = ancestor
+            break
+    else:
+        existing = Path.cwd()
+    try:
+        # probe the nearest folder that exists: nothing is created for a command that is refused later
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".bitesm-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserInputError(
+            f"{given} cannot be written ({reason}: {err.filename or target}). Fix: choose a location you may write "
+            "to, or fix its permissions."
+        ) from err
+    return path

@@ -19,6 +19,8 @@ import logging
 import os
 import sys
 
+from .errors import UserInputError
+
 __all__ = ["MALLOC_ENV", "STEADY_MALLOC", "quiet_optional_kernel_warning", "steady_malloc"]
 
 #: ``$BITESM_MALLOC``: ``steady`` (the default) or ``default`` (leave glibc's adaptive settings alone).
@@ -40,11 +42,12 @@ def steady_malloc() -> bool:
         whether the settings were applied.
 
     Raises:
-        ValueError: ``$BITESM_MALLOC`` is neither ``steady`` nor ``default``.
+        UserInputError: ``$BITESM_MALLOC`` is neither ``steady`` nor ``default`` (a ``ValueError``).
     """
     choice = os.environ.get(MALLOC_ENV, "steady")
     if choice not in _CHOICES:
-        raise ValueError(f"${MALLOC_ENV}={choice!r}; use one of {_CHOICES} (or unset it)")
+        raise UserInputError(f"environment variable {MALLOC_ENV}={choice!r} is not a choice; set it to one of "
+                             f"{', '.join(_CHOICES)}, or unset it")
     if choice == "default" or not sys.platform.startswith("linux"):
         return False
     if any(name in os.environ for name in _USER_TUNABLES) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):

@@ -3,7 +3,6 @@ against transformers' contact head, attention maps without changing outputs, bio
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import json
@@ -13,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+from conftest import tiny_esm
+from transformers import EsmConfig, EsmTokenizer
 from transformers.models.esm.modeling_esm import average_product_correct
 from transformers.models.esm.modeling_esm import symmetrize as hf_symmetrize
 
+from bitesm.cli import main as bitesm_main
 from bitesm.evaluation.cache import ResultCache
 from bitesm.evaluation.contacts import (
     RANGES,
@@ -29,8 +30,6 @@ from bitesm.evaluation.contacts import (
     fit_contact_regression,
     symmetrize,
 )
-from bitesm.evaluation.contacts import add_cli_arguments as contacts_cli_arguments
-from bitesm.evaluation.contacts import cli_main as contacts_cli_main
 from bitesm.evaluation.run import EvalSettings
 from bitesm.evaluation.structures import (
     StructureError,
@@ -38,8 +37,6 @@ from bitesm.evaluation.structures import (
     load_structure_contacts,
 )
 from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
-
-from conftest import tiny_esm
 
 REPO = Path(__file__).resolve().parents[1]
 ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
@@ -460,21 +457,16 @@ def test_contacts_suite_caches(tok, tmp_path):
         contacts_suite(model, tok, EvalSettings(extra={"contacts": {"n_trian": 2}}), cache, "hash-a", False)
 
 
-# ----------------------------------------------------------------------------- CLI
-def _parser() -> argparse.ArgumentParser:
-    return contacts_cli_arguments(argparse.ArgumentParser(prog="bitesm eval contacts"))
-
-
+# ----------------------------------------------------------------------------- CLI (bitesm eval contacts)
 def test_cli_writes_json_and_prints_a_table(tok, tmp_path, capsys):
     model = tiny_esm()
     model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
     out = tmp_path / "contacts.json"
-    args = _parser().parse_args([
-        "--model", str(tmp_path / "model"), "--structures", str(ONE_AE2), str(STRUCTURES / "2ah5A02.pdb.gz"),
-        str(STRUCTURES / "4N5T.pdb.gz"), "--n-train", "1", "--output", str(out),
-    ])
-    assert contacts_cli_main(args) == 0
+    assert bitesm_main([
+        "eval", "contacts", "--model", str(tmp_path / "model"), "--structures", str(ONE_AE2),
+        str(STRUCTURES / "2ah5A02.pdb.gz"), str(STRUCTURES / "4N5T.pdb.gz"), "--n-train", "1", "--output", str(out),
+    ]) == 0
     printed = capsys.readouterr().out
     assert "1ae2A00" in printed and "P@L/5" in printed and "mean (2 test, long range)" in printed
     result = json.loads(out.read_text())
@@ -482,13 +474,13 @@ def test_cli_writes_json_and_prints_a_table(tok, tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path, capsys):
-    args = _parser().parse_args(["--model", str(tmp_path / "no-model"), "--output", str(tmp_path / "o.json")])
-    assert contacts_cli_main(args) == 2
+    command = ["eval", "contacts", "--output", str(tmp_path / "o.json")]
+    assert bitesm_main(command + ["--model", str(tmp_path / "no-model")]) == 2
     assert "bitesm eval contacts: error: cannot load model" in capsys.readouterr().err
-    args = _parser().parse_args(["--model", "x", "--structures", str(tmp_path / "none"),
-                                 "--output", str(tmp_path / "o.json")])
-    assert contacts_cli_main(args) == 2
+    assert bitesm_main(command + ["--model", "x", "--structures", str(tmp_path / "none")]) == 2
     assert "bitesm eval contacts: error: structure file or folder" in capsys.readouterr().err
-    args = _parser().parse_args(["--model", "x", "--n-train", "0", "--output", str(tmp_path / "o.json")])
-    assert contacts_cli_main(args) == 2
+    assert bitesm_main(command + ["--model", "x", "--n-train", "0"]) == 2
     assert "--n-train must be >= 1" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert bitesm_main(["eval", "contacts", "--model", "x", "--output", str(tmp_path / "a_file" / "o.json")]) == 2
+    assert "bitesm eval contacts: error: --output " in (err := capsys.readouterr().err) and "a_file" in err

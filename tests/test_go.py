@@ -4,7 +4,6 @@ long-protein subset, file-format errors and the ``go`` suite's result cache."""
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import math
 from pathlib import Path
@@ -15,8 +14,8 @@ import pytest
 import torch
 from transformers import EsmTokenizer
 
+from bitesm.cli import main as bitesm_main
 from bitesm.data import read_fasta
-from bitesm.evaluation import go_prediction
 from bitesm.evaluation.cache import ResultCache, model_fingerprint
 from bitesm.evaluation.go_prediction import (
     DEFAULT_GO_DATA,
@@ -199,13 +198,13 @@ def test_terms_tsv_reads_gz_and_errors_name_file_and_line(toy, tmp_path):
 
 
 def test_cli_errors_are_reported(tmp_path, capsys):
-    parser = go_prediction.add_cli_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--model", str(tmp_path / "no-model"), "--output", str(tmp_path / "out")])
-    assert go_prediction.cli_main(args) == 2
+    assert bitesm_main(["eval", "go", "--model", str(tmp_path / "no-model"), "--output", str(tmp_path / "out")]) == 2
     assert "bitesm eval go: error: cannot load model" in capsys.readouterr().err
-    args = parser.parse_args(["--model", "x", "--output", str(tmp_path), "--train-terms", str(tmp_path / "t.tsv")])
-    assert go_prediction.cli_main(args) == 2
+    assert bitesm_main(["eval", "go", "--model", "x", "--output", str(tmp_path), "--train-terms",
+                        str(tmp_path / "t.tsv")]) == 2
     assert "bitesm eval go: error: --train-terms" in capsys.readouterr().err
+    assert bitesm_main(["eval", "go", "--model", "x", "--output", str(tmp_path), "--min-count", "0"]) == 2
+    assert "bitesm eval go: error: --min-count must be >= 1, got 0" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- CAFA prediction files

@@ -779,7 +779,7 @@ def test_resumed_run_counts_the_checkpoints_before_it(tmp_path, fake_hub):
     Trainer(load_config(_training_config(tmp_path, save_every=1, push_every_checkpoints=2)), run).train()
     # checkpoints 1..4 (steps 1-4): the 2nd and 4th are pushed; resumed to 6 steps: the 6th (step 6) is pushed
     Trainer(load_config(_training_config(tmp_path, save_every=1, push_every_checkpoints=2, max_steps=6)), run,
-            resume=True).train()
+            resume=True, allow_config_change=True).train()
     messages = [kwargs["commit_message"] for api in made for m, kwargs in api.calls if m == "upload_folder"]
     assert messages == ["checkpoint step 2", "checkpoint step 4", "checkpoint step 6"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,12 +12,11 @@ import pytest
 import torch
 from transformers import EsmConfig, EsmTokenizer
 
+from bitesm.cli import main as bitesm_main
 from bitesm.data import InvalidResidueError
 from bitesm.evaluation import (
     ProteinEmbedding,
-    add_cli_arguments,
     attention_window,
-    cli_main,
     embed_protein,
     embedding_windows,
     evaluate_proteingym,
@@ -307,12 +305,10 @@ def test_cli_scores_long_model_without_cropping(tok, long_assays, tmp_path, caps
     model_dir = tmp_path / "long_model"
     tiny(window=64).save_pretrained(model_dir)
     out = tmp_path / "cli.json"
-    parser = add_cli_arguments(argparse.ArgumentParser())
-    args = parser.parse_args([
-        "--model", str(model_dir), "--assays", str(long_assays), "--reference", str(REF),
+    assert bitesm_main([
+        "eval", "proteingym", "--model", str(model_dir), "--assays", str(long_assays), "--reference", str(REF),
         "--output", str(out), "--assay-ids", "SCN5A_HUMAN_Glazer_2019", "--batch-size", "8", "--device", "cpu",
-    ])
-    assert cli_main(args) == 0
+    ]) == 0
     res = json.loads(out.read_text())
     (r,) = res["assays"]
     assert (r["scoring_window"], r["model_window"], r["max_forward_tokens"]) == ("full", None, 2018)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import math
@@ -18,11 +17,11 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from transformers import EsmConfig, EsmTokenizer
 
+from bitesm.cli import build_parser
+from bitesm.cli import main as bitesm_main
 from bitesm.evaluation import (
     MutantMismatchError,
     ProteinGymInputError,
-    add_cli_arguments,
-    cli_main,
     default_max_residues,
     encode_sequence,
     evaluate_assay,
@@ -363,31 +362,41 @@ def test_evaluate_proteingym_input_errors(model, tok, assay_dir, tmp_path):
         evaluate_proteingym(model, tok, assay_dir, REF, assay_ids=[TAT], progress=False)
 
 
-# ----------------------------------------------------------------------------- CLI
-def parser():
-    p = argparse.ArgumentParser()
-    add_cli_arguments(p)
-    return p
+# ----------------------------------------------------------------------------- CLI (bitesm eval proteingym)
+def parse(*argv: str):
+    return build_parser().parse_args(["eval", "proteingym", *argv])
 
 
-def test_cli_defaults():
-    a = parser().parse_args(["--model", "some/dir"])
-    assert a.assays == str(SUBS) and a.reference is None and a.output is None
+def test_cli_defaults(tmp_path):
+    from bitesm.cli.evaluate import _assays_and_reference
+
+    a = parse("--model", "some/dir")
+    # --assays / --reference left out: the handler resolves them through the library (the embedded assays and the
+    # reference next to them), as the parser's defaults did
+    assert a.assays is None and a.reference is None and a.output is None
+    assert _assays_and_reference(a.assays, a.reference) == (SUBS, REF)
+    # a folder of assays: the reference beside it (ProteinGym's layout), else the shipped v1.3 reference
+    assert _assays_and_reference(str(tmp_path / "subs"), None) == (tmp_path / "subs", REF)
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "reference" / "DMS_substitutions.csv").write_text("DMS_id,target_seq\n")
+    assert _assays_and_reference(str(tmp_path / "subs"), None) == (
+        tmp_path / "subs", tmp_path / "reference" / "DMS_substitutions.csv")
+    assert _assays_and_reference("x", "my_ref.csv") == (Path("x"), Path("my_ref.csv"))
     assert a.batch_size == 32 and a.dtype == "float32" and a.device is None and a.assay_ids is None
     assert a.strategy == "masked-marginals"
     with pytest.raises(SystemExit):
-        parser().parse_args(["--model", "x", "--dtype", "int8"])
+        parse("--model", "x", "--dtype", "int8")
     with pytest.raises(SystemExit):
-        parser().parse_args(["--model", "x", "--strategy", "pll"])
+        parse("--model", "x", "--strategy", "pll")
 
 
 def test_cli_main_end_to_end(model, tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
     model.save_pretrained(ckpt)  # no tokenizer files -> ESM-2 tokenizer fallback
     out = tmp_path / "out.json"
-    args = parser().parse_args(["--model", str(ckpt), "--assay-ids", TAT, "--output", str(out),
-                                "--device", "cpu", "--batch-size", "64"])
-    assert cli_main(args) == 0  # default --assays (repo data) and --reference (<assays>/../reference)
+    args = ["eval", "proteingym", "--model", str(ckpt), "--assay-ids", TAT, "--output", str(out), "--device", "cpu",
+            "--batch-size", "64"]
+    assert bitesm_main(args) == 0  # default --assays (repo data) and --reference (<assays>/../reference)
     printed = capsys.readouterr().out
     assert TAT in printed and "mean (1 assays)" in printed and "-0.034" in printed
     res = json.loads(out.read_text())
@@ -397,13 +406,12 @@ def test_cli_main_end_to_end(model, tmp_path, capsys):
     direct = evaluate_assay(model, tok, SUBS / f"{TAT}.csv.gz", target_seq(TAT), batch_size=64)
     assert res["assays"][0]["spearman"] == pytest.approx(direct["spearman"], abs=1e-9)
 
-    bad = parser().parse_args(["--model", str(ckpt), "--assay-ids", "NOPE_HUMAN", "--device", "cpu"])
-    assert cli_main(bad) == 2
-    assert "NOPE_HUMAN" in capsys.readouterr().err
-    bad = parser().parse_args(["--model", str(ckpt), "--assays", str(tmp_path / "nowhere"),
-                               "--device", "cpu"])
-    assert cli_main(bad) == 2
+    command = ["eval", "proteingym", "--model", str(ckpt), "--device", "cpu"]
+    assert bitesm_main(command + ["--assay-ids", "NOPE_HUMAN"]) == 2
+    assert "bitesm eval proteingym: error: " in (err := capsys.readouterr().err) and "NOPE_HUMAN" in err
+    assert bitesm_main(command + ["--assays", str(tmp_path / "nowhere")]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err
-    bad = parser().parse_args(["--model", str(tmp_path / "no_model"), "--device", "cpu"])
-    assert cli_main(bad) == 2
+    assert bitesm_main(["eval", "proteingym", "--model", str(tmp_path / "no_model"), "--device", "cpu"]) == 2
     assert "no_model" in capsys.readouterr().err
+    assert bitesm_main(command + ["--batch-size", "0"]) == 2
+    assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err

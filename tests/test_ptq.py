@@ -270,20 +270,17 @@ def test_baseline_label_names_the_model_precision():
 
 @pytest.mark.slow
 def test_analyze_a_ternary_model_labels_it_and_reports_the_export_size(tmp_path, tokenizer, capsys):
-    import argparse
-
     from bitesm.models.packed import export_packed
     from bitesm.ptq.analysis import TERNARY_WEIGHTS_NOTE, analyze
 
     folder = _saved(tiny_model("ternary"), tmp_path / "ternary", tokenizer)
     fasta = tmp_path / "proteins.fasta"
     fasta.write_text("".join(f">p{i}\n{(SEQS[i % 4] * 2)[: 20 + 9 * i]}\n" for i in range(12)))
-    args = argparse.Namespace(
-        model=str(folder), calibration=str(fasta), sampling="uniform", num_calibration=2, observer="minmax",
-        max_length=64, batch_size=2, seed=0, output_dir=str(tmp_path / "analysis"), assays="", reference="",
-        assay_ids="", validation_size=3, eval_max_length=64,
+    tables = analyze(
+        str(folder), tmp_path / "analysis", calibration=str(fasta), sampling="uniform", num_calibration=2,
+        observer="minmax", max_length=64, batch_size=2, seed=0, assays="", reference="", assay_ids="",
+        validation_size=3, eval_max_length=64,
     )
-    tables = analyze(args)
     table1 = tables["table1_sites"].set_index("configuration")
     baseline = table1.loc["ternary W1.58A8 (as trained)"]
     w8a32 = table1.loc["W8A32"]

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from bitesm import runtime
+from bitesm.errors import UserInputError
 from bitesm.cli import main as bitesm_main
 
 
@@ -52,13 +53,15 @@ def test_not_glibc_or_not_linux(monkeypatch, fake_libc):
 
 def test_bad_value_names_the_variable(fake_libc, monkeypatch):
     monkeypatch.setenv("BITESM_MALLOC", "fast")
-    with pytest.raises(ValueError, match=r"\$BITESM_MALLOC='fast'; use one of \('steady', 'default'\)"):
+    with pytest.raises(UserInputError, match=r"BITESM_MALLOC='fast' is not a choice; set it to one of steady, default"):
         runtime.steady_malloc()
 
 
-def test_the_bitesm_command_applies_it_first(fake_libc):
+def test_the_bitesm_command_applies_it_before_its_work(fake_libc, tmp_path):
     with pytest.raises(SystemExit):
         bitesm_main(["--help"])
+    assert fake_libc.calls == []  # printing help allocates nothing worth it
+    assert bitesm_main(["eval", "watch", str(tmp_path / "no_run"), "--once"]) == 2
     assert fake_libc.calls == [(-3, 32 * 2**20), (-1, 2**30)]
 
 

@@ -16,8 +16,6 @@ from .mutants import (
 from .context import default_max_residues
 from .mutants import apply_mutant
 from .proteingym import (
-    add_cli_arguments,
-    cli_main,
     evaluate_assay,
     evaluate_proteingym,
     find_assay_files,
@@ -49,8 +47,6 @@ __all__ = [
     "parse_mutant",
     "validate_mutants",
     "ProteinGymInputError",
-    "add_cli_arguments",
-    "cli_main",
     "default_max_residues",
     "encode_sequence",
     "evaluate_assay",

@@ -18,25 +18,21 @@ Output: a markdown table (printed, and written to ``compare.md``) and two PNG pl
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..errors import UserInputError
-from ..io import atomic_write_text
-from .aggregation import AggregationInputError, aggregate, bootstrap_standard_error, paired_z_test
+from .aggregation import aggregate, bootstrap_standard_error, paired_z_test
 from .metrics import METRICS
-from .proteingym import PUBLISHED_MODELS, load_reference
+from .proteingym import DEFAULT_REFERENCE, PUBLISHED_MODELS, load_reference
 
-__all__ = ["CompareInputError", "load_results", "compare", "markdown_table", "plot_comparison"]
+__all__ = ["DEFAULT_REFERENCE", "CompareInputError", "load_results", "compare", "markdown_table", "plot_comparison"]
 
-_DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "data" / "proteingym" / "reference" / "DMS_substitutions.csv"
 _PUBLISHED_LABELS = {key: f"ESM-2 {key.split('_')[1]} (published)" for key in PUBLISHED_MODELS.values()}
 
 
@@ -81,7 +77,7 @@ def _labels(paths: list[str], results: list[dict[str, Any]], labels: list[str] |
 
 def compare(
     paths: list[str | os.PathLike],
-    reference_csv: str | os.PathLike = _DEFAULT_REFERENCE,
+    reference_csv: str | os.PathLike | None = None,
     labels: list[str] | None = None,
     n_bootstrap: int = 10_000,
     seed: int = 0,
@@ -90,7 +86,8 @@ def compare(
 
     Args:
         paths: two or more result files or folders (:func:`load_results`); the first is the baseline of the tests.
-        reference_csv: ProteinGym ``DMS_substitutions.csv`` (``UniProt_ID``, ``coarse_selection_type``).
+        reference_csv: ProteinGym ``DMS_substitutions.csv`` (``UniProt_ID``, ``coarse_selection_type``); ``None``:
+            :data:`DEFAULT_REFERENCE`.
         labels: display names, one per path (default: each result's ``"model"``, or the paths if those repeat).
         n_bootstrap, seed: bootstrap resamples and seed.
 
@@ -103,6 +100,7 @@ def compare(
     Raises:
         CompareInputError: fewer than 2 paths, no common assays, or an unusable file.
         AggregationInputError: an assay missing from the reference.
+        bitesm.evaluation.proteingym.ProteinGymFileNotFoundError: no reference file.
     """
     if len(paths) < 2:
         raise CompareInputError("compare needs at least two results. Fix: bitesm eval compare A B [C ...]")
@@ -112,7 +110,7 @@ def compare(
     common = sorted(set.intersection(*(set(m) for m in per_model)))
     if not common:
         raise CompareInputError(f"the results share no assay ({', '.join(names)}). Fix: evaluate the same assays.")
-    reference = load_reference(reference_csv)
+    reference = load_reference(DEFAULT_REFERENCE if reference_csv is None else reference_csv)
     rows: list[dict[str, Any]] = []
     tables = {}
     for metric in METRICS:
@@ -235,29 +233,3 @@ def plot_comparison(comparison: dict[str, Any], output_dir: str | os.PathLike) -
     fig.savefig(bars, dpi=120)
     plt.close(fig)
     return [scatter, bars]
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``bitesm eval compare`` options."""
-    parser.add_argument("results", nargs="+", help="two or more proteingym.json files or bitesm eval run folders")
-    parser.add_argument("--output", default=None, help="folder for compare.md and the PNG plots (default: none)")
-    parser.add_argument("--labels", default=None, help="comma-separated display names, one per result")
-    parser.add_argument("--reference", default=str(_DEFAULT_REFERENCE), help="ProteinGym DMS_substitutions.csv")
-    return parser
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """``bitesm eval compare``: prints the markdown table; 0 on success, 2 on an input error."""
-    try:
-        labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
-        comparison = compare(args.results, args.reference, labels)
-    except (CompareInputError, AggregationInputError, FileNotFoundError) as err:
-        print(f"bitesm eval compare: error: {err}", file=sys.stderr)
-        return 2
-    text = markdown_table(comparison)
-    print(text)
-    if args.output:
-        atomic_write_text(Path(args.output) / "compare.md", text)
-        for path in plot_comparison(comparison, args.output):
-            print(f"wrote {path}")
-    return 0

@@ -18,7 +18,8 @@ quantization keeps the structure an ESM-2 model has learnt:
 
 :func:`evaluate_contacts` runs the three steps over a set of structure files (default: ``data/structures/``, 5
 experimental PDB/CATH entries and 7 AlphaFold2 models of ProteinGym targets), :func:`contacts_suite` is what
-``bitesm eval run --suite contacts`` calls (cached by content), and :func:`cli_main` is ``bitesm eval contacts``.
+``bitesm eval run --suite contacts`` calls (cached by content), and :func:`format_table` is the table
+``bitesm eval contacts`` prints.
 
 Attention maps need global attention: a long model (``config.attention_window`` set, sliding-window attention)
 raises :class:`ContactsInputError`; evaluate the global model it was converted from (same weights). Proteins longer
@@ -28,12 +29,10 @@ cropped: :func:`attention_features` raises and :func:`evaluate_contacts` skips t
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ from ..errors import UserInputError
 from ..io import atomic_write_json
 from .cache import ResultCache, file_fingerprint, model_fingerprint
 from .context import attention_window, default_max_residues
-from .model_loading import ModelLoadError, add_device_arguments, load_masked_lm, resolve_device
 from .scoring import ProteinGymInputError, encode_sequence
 from .structures import StructureContacts, StructureError, find_structure_files, load_structure_contacts
 
@@ -65,9 +63,7 @@ __all__ = [
     "contact_precision",
     "evaluate_contacts",
     "contacts_suite",
-    "print_table",
-    "add_cli_arguments",
-    "cli_main",
+    "format_table",
 ]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -540,10 +536,10 @@ def evaluate_contacts(
         loaded.append(structure)
     loaded.sort(key=lambda s: s.name)
     if len(loaded) < n_train + 1:
-        notes = "".join(f"\n  skipped {s['file']}: {s['reason']}" for s in skipped)
+        notes = "; ".join(f"{s['file']}: {' '.join(s['reason'].split())}" for s in skipped)
         raise ContactsInputError(
-            f"{len(loaded)} usable structure(s), but n_train={n_train} leaves none to evaluate. Fix: pass more "
-            f"structures or a smaller --n-train.{notes}"
+            f"{len(loaded)} usable structure(s), but n_train={n_train} leaves none to evaluate"
+            + (f" (skipped {notes})" if notes else "") + ". Fix: pass more structures or a smaller --n-train."
         )
     order = np.random.default_rng(seed).permutation(len(loaded))
     train_idx = set(order[:n_train].tolist())
@@ -695,82 +691,38 @@ def contacts_suite(
 
 
 # ----------------------------------------------------------------------------------------------
-# CLI: bitesm eval contacts --model DIR --output FILE.json
+# Text: the table bitesm eval contacts prints
 # ----------------------------------------------------------------------------------------------
-def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``bitesm eval contacts`` options to ``parser`` (returned for chaining)."""
-    default = str(DEFAULT_STRUCTURES_DIR) if DEFAULT_STRUCTURES_DIR.is_dir() else None
-    parser.add_argument("--model", required=True,
-                        help="checkpoint folder or Hugging Face Hub id of a global-attention masked LM "
-                             "(EsmForMaskedLM or a bitesm model)")
-    parser.add_argument("--structures", nargs="+", default=None,
-                        help="PDB/mmCIF files (.pdb, .ent, .cif, .mmcif, .bcif, optionally .gz) or folders of them "
-                             f"(default: {default or 'none; required'})")
-    parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN,
-                        help=f"structures the L1 logistic regression is fitted on (default {DEFAULT_N_TRAIN}); "
-                             "the others are evaluated")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split and the solver (default 0)")
-    parser.add_argument("--C", dest="C", type=float, default=DEFAULT_C,
-                        help=f"inverse L1 strength of the regression (default {DEFAULT_C})")
-    parser.add_argument("--output", required=True, help="write the results JSON here")
-    add_device_arguments(parser, "model weights dtype (attention maps are used in float32)")
-    return parser
-
-
 def _fmt(x: Any) -> str:
     return f"{x:6.3f}" if isinstance(x, float) and not math.isnan(x) else f"{'-':>6}"
 
 
-def print_table(result: dict[str, Any], file=None) -> None:
-    """Print one row per structure (long-range P@L, P@L/2, P@L/5) and the test mean."""
-    file = file or sys.stdout
-    print("long range (|i-j| >= 24); chance = contact density of the candidate pairs", file=file)
-    print(f"{'structure':<28} {'split':<5} {'chain':>5} {'len':>5} {'valid':>5} {'LR-cts':>6} {'chance':>6} "
-          f"{'P@L':>6} {'P@L/2':>6} {'P@L/5':>6} {'sec':>6}", file=file)
+def format_table(result: dict[str, Any]) -> str:
+    """A text table of an :func:`evaluate_contacts` result: one row per structure (split, chain, length, valid
+    residues, long-range contacts, chance level, long-range P@L, P@L/2, P@L/5, seconds), the test means of every
+    range of :data:`RANGES`, the regression's training set and the skipped files.
+
+    Args:
+        result: the dict :func:`evaluate_contacts` (or :func:`contacts_suite`) returns, or its JSON file, loaded.
+
+    Returns:
+        The lines, joined by newlines (no trailing newline).
+    """
+    lines = ["long range (|i-j| >= 24); chance = contact density of the candidate pairs",
+             f"{'structure':<28} {'split':<5} {'chain':>5} {'len':>5} {'valid':>5} {'LR-cts':>6} {'chance':>6} "
+             f"{'P@L':>6} {'P@L/2':>6} {'P@L/5':>6} {'sec':>6}"]
     for r in result["structures"]:
         p = r["precision"]["long"]
         density = r["n_contacts"]["long"] / r["n_pairs"]["long"] if r["n_pairs"]["long"] else float("nan")
-        print(f"{r['name']:<28} {r['split']:<5} {r['chain']:>5} {r['length']:>5} {r['n_valid']:>5} "
-              f"{r['n_contacts']['long']:>6} {_fmt(density)} {_fmt(p['P@L'])} {_fmt(p['P@L/2'])} "
-              f"{_fmt(p['P@L/5'])} {r['seconds']:6.1f}", file=file)
+        lines.append(f"{r['name']:<28} {r['split']:<5} {r['chain']:>5} {r['length']:>5} {r['n_valid']:>5} "
+                     f"{r['n_contacts']['long']:>6} {_fmt(density)} {_fmt(p['P@L'])} {_fmt(p['P@L/2'])} "
+                     f"{_fmt(p['P@L/5'])} {r['seconds']:6.1f}")
     for name in RANGES:
         m, label = result["mean"][name], f"mean ({result['n_test']} test, {name} range)"
-        print(f"{label:<60} {_fmt(result['chance'][name])} {_fmt(m['P@L'])} {_fmt(m['P@L/2'])} {_fmt(m['P@L/5'])}",
-              file=file)
+        lines.append(f"{label:<60} {_fmt(result['chance'][name])} {_fmt(m['P@L'])} {_fmt(m['P@L/2'])} "
+                     f"{_fmt(m['P@L/5'])}")
     reg = result["regression"]
-    print(f"regression: fitted on {', '.join(result['train'])} ({reg['n_pairs']} pairs, {reg['n_contacts']} "
-          f"contacts), {reg['n_nonzero']} non-zero heads; {result['seconds']:.1f} s", file=file)
-    for s in result["skipped"]:
-        print(f"skipped {s['file']}: {s['reason']}", file=file)
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """Run ``bitesm eval contacts`` with parsed ``args`` (see :func:`add_cli_arguments`).
-
-    Loads the model with :func:`bitesm.evaluation.model_loading.load_masked_lm`, runs :func:`evaluate_contacts`,
-    writes ``args.output`` (JSON) and prints a per-structure table.
-
-    Returns:
-        0 on success; 2 on an input error (``bitesm eval contacts: error: ...`` on stderr, naming the input and the
-        fix).
-    """
-    def fail(msg: str) -> int:
-        print(f"bitesm eval contacts: error: {msg}", file=sys.stderr)
-        return 2
-
-    structures = args.structures or ([DEFAULT_STRUCTURES_DIR] if DEFAULT_STRUCTURES_DIR.is_dir() else None)
-    if not structures:
-        return fail("--structures is required (PDB/mmCIF files or folders of them).")
-    if args.n_train < 1:
-        return fail(f"--n-train must be >= 1, got {args.n_train}.")
-    try:
-        files = find_structure_files(structures)
-        model, tokenizer = load_masked_lm(args.model, args.dtype, resolve_device(args.device))
-        result = evaluate_contacts(model, tokenizer, files, n_train=args.n_train, seed=args.seed, C=args.C,
-                                   model_name=str(args.model))
-    except (ContactsInputError, StructureError, FileNotFoundError, ModelLoadError) as err:
-        return fail(str(err))
-    atomic_write_json(Path(args.output), result)
-    print_table(result)
-    print(f"wrote {args.output}")
-    return 0
+    lines.append(f"regression: fitted on {', '.join(result['train'])} ({reg['n_pairs']} pairs, {reg['n_contacts']} "
+                 f"contacts), {reg['n_nonzero']} non-zero heads; {result['seconds']:.1f} s")
+    lines += [f"skipped {s['file']}: {s['reason']}" for s in result["skipped"]]
+    return "\n".join(lines)

@@ -45,12 +45,15 @@ import torch
 
 from ..data.collator import tokenize_residues
 from ..data.fasta import validate_sequence
+from ..errors import UserInputError
 from ..io import follow_umask
 from .context import attention_window, default_max_residues, model_device
 
 __all__ = [
     "EMBEDDINGS_FORMAT",
+    "EmbeddingInputError",
     "EmbeddingSet",
+    "EmbeddingsFileNotFoundError",
     "ProteinEmbedding",
     "embed_protein",
     "embed_sequences",
@@ -58,6 +61,15 @@ __all__ = [
     "load_embeddings",
     "save_embeddings",
 ]
+
+
+class EmbeddingInputError(UserInputError):
+    """An embedding input or option is unusable (an empty protein, a ``layer`` or ``max_residues`` out of range, a
+    file that is not a bitesm embeddings file); the message names it and the fix."""
+
+
+class EmbeddingsFileNotFoundError(EmbeddingInputError, FileNotFoundError):
+    """An embeddings file does not exist (also a ``FileNotFoundError``)."""
 
 
 class ProteinEmbedding(NamedTuple):
@@ -89,14 +101,14 @@ def embedding_windows(n_residues: int, max_residues: int | None) -> list[tuple[i
         7 covered twice) and ``embedding_windows(8, 4) == [(0, 4), (4, 8)]``.
 
     Raises:
-        ValueError: ``n_residues < 1`` or ``max_residues < 1``.
+        EmbeddingInputError: ``n_residues < 1`` or ``max_residues < 1`` (a ``ValueError``).
     """
     if isinstance(n_residues, bool) or not isinstance(n_residues, int) or n_residues < 1:
-        raise ValueError(f"n_residues must be an int >= 1, got {n_residues!r}")
+        raise EmbeddingInputError(f"n_residues must be an int >= 1, got {n_residues!r}")
     if max_residues is not None and (
         isinstance(max_residues, bool) or not isinstance(max_residues, int) or max_residues < 1
     ):
-        raise ValueError(f"max_residues must be an int >= 1 or None, got {max_residues!r}")
+        raise EmbeddingInputError(f"max_residues must be an int >= 1 or None, got {max_residues!r}")
     if max_residues is None or n_residues <= max_residues:
         return [(0, n_residues)]
     k = math.ceil(n_residues / max_residues)
@@ -151,9 +163,9 @@ def embed_protein(
     Raises:
         bitesm.data.InvalidResidueError: a character is not an ESM-2 residue letter (names the record, the
             1-based position and the character).
-        ValueError: the sequence is empty; ``max_residues`` or ``batch_size`` < 1; ``max_residues`` above a
-            standard model's maximum; the tokenizer lacks ``<cls>``/``<eos>`` or a residue; the model's output
-            is not ``[B, T, hidden]``.
+        EmbeddingInputError: the sequence is empty; ``max_residues`` or ``batch_size`` < 1; ``max_residues`` above
+            a standard model's maximum; the tokenizer lacks ``<cls>``/``<eos>``.
+        ValueError: the tokenizer lacks a residue; the model's output is not ``[B, T, hidden]``.
         TypeError: ``sequence`` is not a string.
 
     Source: Long ESM-2 (arXiv 2501.07747): windows of the model's maximum length, embeddings averaged per
@@ -163,14 +175,14 @@ def embed_protein(
         raise TypeError(f"sequence of {record_id!r} must be a str of residue letters, got {type(sequence).__name__}")
     seq = validate_sequence(sequence, record_id)
     if not seq:
-        raise ValueError(f"Record {record_id!r} has no residues; embed a non-empty protein sequence.")
+        raise EmbeddingInputError(f"Record {record_id!r} has no residues; embed a non-empty protein sequence.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        raise EmbeddingInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
     limit = default_max_residues(model)
     if max_residues is None:
         max_residues = limit
     elif attention_window(model) is None and limit is not None and max_residues > limit:
-        raise ValueError(
+        raise EmbeddingInputError(
             f"max_residues={max_residues} exceeds the model's maximum of {limit} residues per pass "
             f"(max_position_embeddings={limit + 4}, global attention); use max_residues <= {limit} (the default), "
             "or a long model (config.attention_window set), which accepts any length"
@@ -203,6 +215,21 @@ class EmbeddingSet(NamedTuple):
     mean: torch.Tensor
     per_residue: list[torch.Tensor] | None
     metadata: dict[str, str]
+
+
+def _check_layer(model: torch.nn.Module, layer: int | None) -> None:
+    """``layer`` must index the model's hidden states (``0..L`` or ``-(L+1)..-1`` for ``L`` layers)."""
+    if layer is None:
+        return
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise EmbeddingInputError(f"layer must be an int (a hidden-state index) or None, got {layer!r}")
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if isinstance(n_layers, int) and not -(n_layers + 1) <= layer <= n_layers:
+        raise EmbeddingInputError(
+            f"layer={layer} is out of range for a model with {n_layers} layers: hidden states 0..{n_layers} "
+            f"(0 = the embeddings, k = after layer k; -1..-{n_layers + 1} from the end). Fix: a layer in 0..{n_layers}, "
+            "or none for the final representation"
+        )
 
 
 def _hidden_at(encoder: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, layer: int | None) -> torch.Tensor:
@@ -248,32 +275,35 @@ def embed_sequences(
 
     Raises:
         bitesm.data.InvalidResidueError: a residue is not an ESM-2 letter (names the record and position).
-        ValueError: an empty sequence or no records; ``max_tokens < 1``; ``max_residues`` above a standard model's
-            maximum; ``layer`` out of range (``IndexError`` from the model's hidden states is re-raised as
-            ValueError naming the number of layers).
+        EmbeddingInputError: an empty sequence or no records; ``max_tokens < 1``; ``max_residues`` above a standard
+            model's maximum; ``layer`` out of range (checked against ``config.num_hidden_layers`` before any forward
+            pass, naming the valid range).
+        ValueError: the model's output is not ``[batch, tokens, hidden]``.
     """
     from tqdm.auto import tqdm
 
     if not records:
-        raise ValueError("no proteins to embed: records is empty")
+        raise EmbeddingInputError("no proteins to embed: records is empty")
     if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        raise EmbeddingInputError(f"max_tokens must be >= 1, got {max_tokens}")
+    _check_layer(model, layer)
     limit = default_max_residues(model)
     long_model = attention_window(model) is not None
     if max_residues is None:
         max_residues = None if long_model else limit
     elif not long_model and limit is not None and max_residues > limit:
-        raise ValueError(f"max_residues={max_residues} exceeds the model's maximum of {limit} residues per pass")
+        raise EmbeddingInputError(f"max_residues={max_residues} exceeds the model's maximum of {limit} residues per "
+                                  f"pass; use max_residues <= {limit} (the default), or a long model")
     for name in ("cls_token_id", "eos_token_id"):
         if getattr(tokenizer, name, None) is None:
-            raise ValueError(f"tokenizer {type(tokenizer).__name__} has no {name}; use the ESM-2 tokenizer")
+            raise EmbeddingInputError(f"tokenizer {type(tokenizer).__name__} has no {name}; use the ESM-2 tokenizer")
     ids = [str(i) for i, _ in records]
     tokens = []
     windows = []  # (protein index, start, end)
     for k, (record_id, sequence) in enumerate(records):
         seq = validate_sequence(sequence, str(record_id))
         if not seq:
-            raise ValueError(f"Record {record_id!r} has no residues; embed a non-empty protein sequence.")
+            raise EmbeddingInputError(f"Record {record_id!r} has no residues; embed a non-empty protein sequence.")
         tokens.append(torch.tensor(tokenize_residues(tokenizer, seq), dtype=torch.long))
         windows += [(k, s, e) for s, e in embedding_windows(len(seq), max_residues)]
     windows.sort(key=lambda w: w[2] - w[1])
@@ -315,7 +345,7 @@ def embed_sequences(
                 try:
                     hidden = _hidden_at(encoder, ids_batch.to(device), mask.to(device), layer)
                 except IndexError as err:
-                    raise ValueError(
+                    raise EmbeddingInputError(
                         f"layer={layer} is out of range for a model with {model.config.num_hidden_layers} layers "
                         f"(hidden states 0..{model.config.num_hidden_layers})"
                     ) from err
@@ -376,19 +406,19 @@ def load_embeddings(path: str | Path) -> EmbeddingSet:
     """Read a file written by :func:`save_embeddings`.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a bitesm embeddings file (no ``mean`` tensor or ``ids`` metadata).
+        EmbeddingsFileNotFoundError: no such file.
+        EmbeddingInputError: not a bitesm embeddings file (no ``mean`` tensor or ``ids`` metadata).
     """
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"embeddings file {path} does not exist. Fix: write it with bitesm embed.")
+        raise EmbeddingsFileNotFoundError(f"embeddings file {path} does not exist. Fix: write it with bitesm embed.")
     with safe_open(str(path), framework="pt") as f:
         metadata = dict(f.metadata() or {})
         keys = set(f.keys())
         if "mean" not in keys or "ids" not in metadata:
-            raise ValueError(f"{path} is not a bitesm embeddings file (format {EMBEDDINGS_FORMAT}). Fix: bitesm embed.")
+            raise EmbeddingInputError(f"{path} is not a bitesm embeddings file (format {EMBEDDINGS_FORMAT}). Fix: bitesm embed.")
         mean = f.get_tensor("mean")
         per_residue = None
         if "residues" in keys:
@@ -396,41 +426,3 @@ def load_embeddings(path: str | Path) -> EmbeddingSet:
             per_residue = [residues[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
     ids = json.loads(metadata.pop("ids"))
     return EmbeddingSet(ids, mean, per_residue, metadata)
-
-
-def add_cli_arguments(parser: Any) -> Any:
-    """``bitesm embed`` options."""
-    parser.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub id")
-    parser.add_argument("--fasta", required=True, help="proteins to embed (FASTA, .gz allowed)")
-    parser.add_argument("--output", required=True, help="safetensors file to write")
-    parser.add_argument("--layer", type=int, default=None,
-                        help="hidden-state index (0 = embeddings, k = after layer k; default: the final representation)")
-    parser.add_argument("--per-residue", action="store_true", help="also store one vector per residue")
-    parser.add_argument("--max-residues", type=int, default=None,
-                        help="residues per pass (default: the model's maximum; unlimited for a long model)")
-    parser.add_argument("--max-tokens", type=int, default=16_384, help="padded tokens per forward pass")
-    from .model_loading import add_device_arguments  # imported late, as in cli_main
-
-    add_device_arguments(parser)
-    return parser
-
-
-def cli_main(args: Any) -> int:
-    """``bitesm embed``: 0 on success, 2 on an input error (message names the input and the fix)."""
-    import sys
-
-    from ..data.fasta import FastaFormatError, InvalidResidueError, read_fasta
-    from .model_loading import ModelLoadError, load_masked_lm
-
-    try:
-        model, tokenizer = load_masked_lm(args.model, args.dtype, args.device)
-        records = read_fasta(args.fasta)
-        result = embed_sequences(model, tokenizer, records, layer=args.layer, per_residue=args.per_residue,
-                                 max_residues=args.max_residues, max_tokens=args.max_tokens, progress=True)
-        save_embeddings(result, args.output)
-    except (ModelLoadError, FileNotFoundError, FastaFormatError, InvalidResidueError, ValueError) as err:
-        print(f"bitesm embed: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.output}: {len(result.ids)} proteins x {result.mean.shape[1]} "
-          f"({'per residue and ' if result.per_residue is not None else ''}mean over residues)")
-    return 0

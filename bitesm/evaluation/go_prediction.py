@@ -38,12 +38,10 @@ CCO 0.665, MFO 0.431 (``../shared/data/PROVENANCE.md``; reproduced by ``benchmar
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -56,6 +54,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import UserInputError
 from ..io import atomic_write_json, atomic_write_text
 from .embeddings import embed_sequences
 from .ontology import (
@@ -74,11 +73,12 @@ from .ontology import (
 __all__ = [
     "GO_VERSION",
     "DEFAULT_GO_DATA",
+    "SELECTIONS",
     "AspectScores",
     "FrequencyBaseline",
     "GoClassifier",
-    "add_cli_arguments",
-    "cli_main",
+    "GoFileNotFoundError",
+    "GoInputError",
     "evaluate_go",
     "frequency_baseline",
     "go_suite",
@@ -104,11 +104,21 @@ DEFAULT_GO_DATA: dict[str, Path] = {
     "valid_terms": _DATA / "valid_terms.tsv.gz",
     "obo": _DATA / "go_2014-01_metastudent.obo.gz",
 }
-_SELECTIONS = ("valid", "train-split")
+#: Model selection (early stopping) of the MLP: on the validation proteins, or on 10% of the training proteins.
+SELECTIONS = ("valid", "train-split")
 _METHODS = ("mlp", "frequency")
 _LONG = 1024
 #: cafaeval namespace names -> aspect codes.
 ASPECT_NAMES = {v: k for k, v in ASPECTS.items()}
+
+
+class GoInputError(UserInputError):
+    """A GO evaluation option or input is unusable (an option out of range, too few proteins, duplicate ids); the
+    message names it and the fix. Malformed GO files raise :class:`~bitesm.evaluation.ontology.GoFormatError`."""
+
+
+class GoFileNotFoundError(GoInputError, FileNotFoundError):
+    """A GO input file does not exist; the message names it and the fix (also a ``FileNotFoundError``)."""
 
 
 class AspectScores(NamedTuple):
@@ -139,10 +149,10 @@ def select_terms(propagated_sets: Mapping[str, set[str]], min_count: int) -> lis
         Sorted term ids. Ancestor-closed: an ancestor is annotated wherever its descendant is.
 
     Raises:
-        ValueError: ``min_count < 1``.
+        GoInputError: ``min_count < 1``.
     """
     if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
+        raise GoInputError(f"min_count must be >= 1, got {min_count}")
     counts: dict[str, int] = defaultdict(int)
     for terms in propagated_sets.values():
         for t in terms:
@@ -207,12 +217,12 @@ def frequency_baseline(
         :class:`FrequencyBaseline`.
 
     Raises:
-        KeyError: a term not in ``ontology``. ValueError: ``top_k < 1``.
+        KeyError: a term not in ``ontology``. GoInputError: ``top_k < 1``.
 
     Source: the "Naive" baseline of CAFA (Radivojac et al. 2013; Jiang et al. 2016).
     """
     if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+        raise GoInputError(f"top_k must be >= 1 or None, got {top_k}")
     prop = train_annotations if propagated else propagate(train_annotations, ontology)
     sets = annotation_sets(prop)
     freqs: dict[str, dict[str, float]] = {}
@@ -308,11 +318,11 @@ class GoClassifier:
         seed: int = 0,
     ) -> None:
         if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise GoInputError(f"dropout must be in [0, 1), got {dropout}")
         if batch_size < 1 or max_epochs < 1 or patience < 1:
-            raise ValueError("batch_size, max_epochs and patience must be >= 1")
+            raise GoInputError("batch_size, max_epochs and patience must be >= 1")
         if not 0 < validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+            raise GoInputError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
         self.hidden = tuple(int(h) for h in hidden)
         self.dropout = float(dropout)
         self.lr = float(lr)
@@ -352,14 +362,15 @@ class GoClassifier:
             ``self``.
 
         Raises:
-            ValueError: mismatched shapes, non-finite values, fewer than 2 proteins, no terms, or only one of
-                ``x_val``/``y_val``.
+            GoInputError: no terms, fewer than 2 proteins (or none left on one side of the split).
+            ValueError: mismatched shapes, non-finite values, or only one of ``x_val``/``y_val``.
         """
         x_t, y_t = _as_float_tensor(x, "x"), _as_float_tensor(y, "y")
         if x_t.shape[0] != y_t.shape[0]:
             raise ValueError(f"x has {x_t.shape[0]} rows but y has {y_t.shape[0]}")
         if y_t.shape[1] == 0:
-            raise ValueError("y has no columns (no GO term to learn)")
+            raise GoInputError("y has no columns (no GO term to learn). Fix: a lower min_count, or more training "
+                               "proteins")
         if terms is not None and len(terms) != y_t.shape[1]:
             raise ValueError(f"{len(terms)} terms for {y_t.shape[1]} columns of y")
         if (x_val is None) != (y_val is None):
@@ -367,7 +378,7 @@ class GoClassifier:
         gen = torch.Generator().manual_seed(self.seed)
         if x_val is None:
             if x_t.shape[0] < 2:
-                raise ValueError("need at least 2 proteins to hold out a validation split")
+                raise GoInputError("need at least 2 training proteins to hold out a validation split")
             perm = torch.randperm(x_t.shape[0], generator=gen)
             n_val = max(1, int(round(self.validation_fraction * x_t.shape[0])))
             val_idx, fit_idx = perm[-n_val:].sort().values, perm[:-n_val].sort().values
@@ -378,7 +389,7 @@ class GoClassifier:
                 raise ValueError(f"validation shapes {tuple(xv.shape)}/{tuple(yv.shape)} do not match "
                                  f"training {tuple(x_t.shape)}/{tuple(y_t.shape)}")
         if x_t.shape[0] < 1 or xv.shape[0] < 1:
-            raise ValueError("need at least one training and one validation protein")
+            raise GoInputError("need at least one training and one validation protein")
         mean = x_t.mean(0)
         scale = x_t.std(0, unbiased=False).clamp_min(1e-6)
         with torch.random.fork_rng(devices=[]):
@@ -490,13 +501,13 @@ def write_predictions(
         The set of terms written (with their ancestors, for :func:`write_evaluation_obo`).
 
     Raises:
-        ValueError: ``min_score <= 0``, scores outside ``[0, 1]`` or a shape mismatch. KeyError: a term not in the
-            ontology.
+        GoInputError: ``min_score <= 0`` or ``top_n < 1``. ValueError: scores outside ``[0, 1]`` or a shape
+            mismatch. KeyError: a term not in the ontology.
     """
     if not min_score > 0:
-        raise ValueError(f"min_score must be > 0, got {min_score}")
+        raise GoInputError(f"min_score must be > 0, got {min_score}")
     if top_n is not None and top_n < 1:
-        raise ValueError(f"top_n must be >= 1 or None, got {top_n}")
+        raise GoInputError(f"top_n must be >= 1 or None, got {top_n}")
     lines: list[str] = []
     written: set[str] = set()
     for aspect, pred in predictions.items():
@@ -644,7 +655,9 @@ def _embedding_table(emb: Any, name: str) -> tuple[list[str], np.ndarray]:
     if mat.ndim != 2 or mat.shape[0] != len(ids):
         raise ValueError(f"{name}: {len(ids)} ids but embeddings of shape {mat.shape}")
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{name}: duplicate protein ids")
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        raise GoInputError(f"{name}: duplicate protein ids (e.g. {duplicates[:3]}). Fix: give every FASTA record a "
+                           "distinct id")
     return ids, mat
 
 
@@ -652,7 +665,7 @@ def _annotations(terms: Any, ontology: GeneOntology, name: str) -> pd.DataFrame:
     if isinstance(terms, pd.DataFrame):
         missing = {"EntryID", "term", "aspect"} - set(terms.columns)
         if missing:
-            raise ValueError(f"{name} lacks column(s) {sorted(missing)}")
+            raise GoFormatError(f"{name} lacks column(s) {sorted(missing)}; it needs EntryID, term and aspect")
         unknown = [t for t in terms["term"].unique() if t not in ontology]
         if unknown:
             raise GoFormatError(f"{name} has {len(unknown)} term(s) not in the ontology (e.g. {unknown[:3]}). "
@@ -739,8 +752,8 @@ def evaluate_go(
 
     Raises:
         GoFormatError: malformed annotation / IA / OBO file, an annotated protein without an embedding.
-        FileNotFoundError: a missing file. ValueError: bad options (unknown ``methods``, ``selection`` or
-            ``classifier`` keys), embeddings of different widths.
+        FileNotFoundError: a missing file. GoInputError: bad options (unknown ``methods``, ``selection`` or
+            ``classifier`` keys, ``min_count < 1``), embeddings of different widths, duplicate protein ids.
 
     Sources: CAFA (Radivojac et al. 2013; Jiang et al. 2016); cafaeval (Piovesan et al. 2024); IA (Clark & Radivojac
     2013); protocol of Long ESM-2 (arXiv 2501.07747).
@@ -750,14 +763,14 @@ def evaluate_go(
     methods = list(dict.fromkeys(methods))
     bad = [m for m in methods if m not in _METHODS]
     if bad or not methods:
-        raise ValueError(f"methods must be a non-empty subset of {list(_METHODS)}, got {methods}")
-    if selection not in _SELECTIONS:
-        raise ValueError(f"selection must be one of {list(_SELECTIONS)}, got {selection!r}")
+        raise GoInputError(f"methods must be a non-empty subset of {list(_METHODS)}, got {methods}")
+    if selection not in SELECTIONS:
+        raise GoInputError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
     if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
+        raise GoInputError(f"min_count must be >= 1, got {min_count}")
     unknown = sorted(set(classifier or {}) - set(GoClassifier().options()))
     if unknown:
-        raise ValueError(f"unknown classifier option(s) {unknown}; valid: {sorted(GoClassifier().options())}")
+        raise GoInputError(f"unknown classifier option(s) {unknown}; valid: {sorted(GoClassifier().options())}")
     log = (lambda msg: print(f"[go] {msg}", flush=True)) if progress else (lambda msg: None)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -768,7 +781,8 @@ def evaluate_go(
     train_ids, train_x = _embedding_table(train_embeddings, "train_embeddings")
     valid_ids, valid_x = _embedding_table(valid_embeddings, "valid_embeddings")
     if train_x.shape[1] != valid_x.shape[1]:
-        raise ValueError(f"train embeddings have {train_x.shape[1]} features, valid {valid_x.shape[1]}")
+        raise GoInputError(f"train embeddings have {train_x.shape[1]} features, valid {valid_x.shape[1]}; embed both "
+                           "with the same model and layer")
     _check_embedded(list(dict.fromkeys(train_df["EntryID"])), set(train_ids), "train")
     _check_embedded(list(dict.fromkeys(valid_df["EntryID"])), set(valid_ids), "valid")
     seconds["load"] = time.perf_counter() - t0
@@ -994,21 +1008,29 @@ def run_go(
         (layer, residues per pass) and ``"data"`` (the files).
 
     Raises:
-        FileNotFoundError, GoFormatError, ValueError, bitesm.data.FastaFormatError, bitesm.data.InvalidResidueError.
+        GoFileNotFoundError: an input file does not exist. GoInputError: an option out of range (``max_train`` /
+            ``max_valid`` < 1, ``max_tokens`` < 1, ``layer`` out of range...). GoFormatError,
+            bitesm.data.FastaFormatError, bitesm.data.InvalidResidueError: a malformed file.
     """
     from ..data.fasta import read_fasta
 
     opts = {**SUITE_DEFAULTS, **options}
     for k in _FILE_OPTIONS:
         if not Path(opts[k]).is_file():
-            raise FileNotFoundError(f"GO {k.replace('_', ' ')} file {opts[k]} does not exist. Fix: pass an existing "
-                                    f"file (default: {DEFAULT_GO_DATA[k]}).")
+            raise GoFileNotFoundError(f"GO {k.replace('_', ' ')} file {opts[k]} does not exist. Fix: pass an "
+                                      f"existing file (default: {DEFAULT_GO_DATA[k]}).")
+    for k in ("max_train", "max_valid"):
+        if opts[k] is not None and int(opts[k]) < 1:
+            raise GoInputError(f"{k} must be >= 1 (proteins to keep) or None (all), got {opts[k]}")
+    if int(opts["max_tokens"]) < 1:
+        raise GoInputError(f"max_tokens must be >= 1, got {opts['max_tokens']}")
     ontology = load_ontology(opts["obo"])
     seed = int(opts["seed"])
     train_records = _subset(read_fasta(opts["train_fasta"]), opts["max_train"], seed)
     valid_records = _subset(read_fasta(opts["valid_fasta"]), opts["max_valid"], seed + 1)
     train_df = read_terms_tsv(opts["train_terms"], ontology)
     valid_df = read_terms_tsv(opts["valid_terms"], ontology)
+    read_ids = {"train": set(train_df["EntryID"]), "valid": set(valid_df["EntryID"])}
     train_keep = {r[0] for r in train_records}
     valid_keep = {r[0] for r in valid_records}
     train_df = train_df[train_df["EntryID"].isin(train_keep)].reset_index(drop=True)
@@ -1017,9 +1039,15 @@ def run_go(
     train_annotated, valid_annotated = set(train_df["EntryID"]), set(valid_df["EntryID"])
     train_records = [r for r in train_records if r[0] in train_annotated]
     valid_records = [r for r in valid_records if r[0] in valid_annotated]
-    if not train_records or not valid_records:
-        raise GoFormatError("no annotated protein in the train or valid FASTA file. Fix: pass the FASTA files that "
-                            "go with --train-terms / --valid-terms (same EntryIDs).")
+    for split, records in (("train", train_records), ("valid", valid_records)):
+        if not records:
+            ids = sorted(read_ids[split])
+            raise GoFormatError(
+                f"no protein of the {split} FASTA file {opts[split + '_fasta']} has a usable annotation in the {split} "
+                f"terms file {opts[split + '_terms']} ({len(ids)} protein id(s) with a known GO term read there"
+                + (f", e.g. {ids[:3]}" if ids else "") + "). Fix: pass the FASTA and the EntryID<TAB>term<TAB>aspect "
+                "file of the same proteins (same EntryIDs)."
+            )
     kw = {"layer": opts["layer"], "max_residues": opts["max_residues"], "max_tokens": int(opts["max_tokens"]),
           "progress": progress}
     t = time.perf_counter()
@@ -1065,7 +1093,7 @@ def go_suite(model: torch.nn.Module, tokenizer: Any, settings: Any, cache: Any, 
         ``fmax_CCO``, ``fmax_MFO``, their ``_long`` variants, ``wfmax_*`` and ``baseline_*`` (floats).
 
     Raises:
-        GoFormatError: unknown option or malformed file; FileNotFoundError; as :func:`run_go`.
+        GoFormatError: unknown option or malformed file; GoFileNotFoundError: a missing file; as :func:`run_go`.
     """
     from .cache import file_fingerprint
 
@@ -1074,8 +1102,8 @@ def go_suite(model: torch.nn.Module, tokenizer: Any, settings: Any, cache: Any, 
     missing = [k for k in _FILE_OPTIONS if k not in files]
     if missing:
         k = missing[0]
-        raise FileNotFoundError(f"GO {k.replace('_', ' ')} file {opts[k]} does not exist. Fix: set "
-                                f"settings.extra['go']['{k}'] (default: {DEFAULT_GO_DATA[k]}).")
+        raise GoFileNotFoundError(f"GO {k.replace('_', ' ')} file {opts[k]} does not exist. Fix: set "
+                                  f"settings.extra['go']['{k}'] (default: {DEFAULT_GO_DATA[k]}).")
     if opts["ia"] not in (None, "compute"):
         files["ia"] = file_fingerprint(opts["ia"])
     param = next(model.parameters(), None)
@@ -1096,74 +1124,3 @@ def go_suite(model: torch.nn.Module, tokenizer: Any, settings: Any, cache: Any, 
     result["cached"] = False
     cache.put("go", key, result)
     return result
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``bitesm eval go`` options (returned for chaining)."""
-    d = DEFAULT_GO_DATA
-    parser.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub id")
-    parser.add_argument("--output", required=True,
-                        help="folder for go.json, go.md, the CAFA prediction files, ground truth and IA.txt")
-    parser.add_argument("--train-fasta", default=str(d["train_fasta"]), help="training proteins (FASTA, .gz ok)")
-    parser.add_argument("--train-terms", default=str(d["train_terms"]),
-                        help="training annotations, EntryID<TAB>term<TAB>aspect (CAFA5 train_terms.tsv, .gz ok)")
-    parser.add_argument("--valid-fasta", default=str(d["valid_fasta"]), help="validation proteins (FASTA)")
-    parser.add_argument("--valid-terms", default=str(d["valid_terms"]), help="validation annotations (as above)")
-    parser.add_argument("--obo", default=str(d["obo"]), help="the GO release of the annotations (.obo or .obo.gz)")
-    parser.add_argument("--ia", default="compute",
-                        help="information accretion for weighted Fmax / S-min: 'compute' (from the training "
-                             "annotations; default), 'none', or a term<TAB>IA file (CAFA5 IA.txt)")
-    parser.add_argument("--selection", choices=_SELECTIONS, default="valid",
-                        help="early stopping on the validation proteins ('valid', the issue's protocol; default) "
-                             "or on 10%% of the training proteins ('train-split')")
-    parser.add_argument("--min-count", type=int, default=50,
-                        help="MLP output terms: at least this many training proteins (default 50)")
-    parser.add_argument("--seed", type=int, default=0, help="classifier seed (default 0)")
-    parser.add_argument("--max-train", type=int, default=None, help="use a random subset of training proteins")
-    parser.add_argument("--max-valid", type=int, default=None, help="use a random subset of validation proteins")
-    parser.add_argument("--layer", type=int, default=None,
-                        help="hidden-state index to embed (default: the final representation)")
-    parser.add_argument("--max-tokens", type=int, default=16_384, help="padded tokens per forward pass")
-    from .model_loading import add_device_arguments  # imported late, as in cli_main
-
-    add_device_arguments(parser)
-    return parser
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """``bitesm eval go``: embed, train, score; print the table. 0 on success, 2 on an input error."""
-    from ..data.fasta import FastaFormatError, InvalidResidueError
-    from .model_loading import ModelLoadError, load_masked_lm
-
-    def fail(msg: Any) -> int:
-        print(f"bitesm eval go: error: {msg}", file=sys.stderr)
-        return 2
-
-    for name in ("min_count", "max_tokens"):
-        if getattr(args, name) < 1:
-            return fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    ia = None if args.ia in ("none", "None", "") else args.ia
-    if ia not in (None, "compute") and not Path(ia).is_file():
-        return fail(f"--ia {ia}: no such file. Fix: 'compute', 'none' or a term<TAB>IA file.")
-    options = {"train_fasta": args.train_fasta, "train_terms": args.train_terms, "valid_fasta": args.valid_fasta,
-               "valid_terms": args.valid_terms, "obo": args.obo, "ia": ia, "layer": args.layer,
-               "max_tokens": args.max_tokens, "selection": args.selection, "min_count": args.min_count,
-               "seed": args.seed, "max_train": args.max_train, "max_valid": args.max_valid}
-    t0 = time.perf_counter()
-    try:
-        for k in _FILE_OPTIONS:
-            if not Path(options[k]).is_file():
-                raise FileNotFoundError(f"--{k.replace('_', '-')} {options[k]}: no such file.")
-        model, tokenizer = load_masked_lm(args.model, args.dtype, args.device)
-        result = run_go(model, tokenizer, options, args.output, progress=True)
-    except (ModelLoadError, FileNotFoundError, FastaFormatError, InvalidResidueError, GoFormatError,
-            ValueError) as err:
-        return fail(err)
-    result["model"] = str(args.model)
-    atomic_write_json(Path(args.output) / "go.json", result)
-    print(markdown_table(result))
-    print(f"protocol: MLP early-stopped on {'the validation set' if args.selection == 'valid' else '10% of train'}; "
-          f"{result['n_train']} train / {result['n_valid']} validation proteins "
-          f"({result['n_valid_long']} longer than {_LONG:,} residues); {time.perf_counter() - t0:.0f} s")
-    print(f"wrote {Path(args.output) / 'go.json'}")
-    return 0

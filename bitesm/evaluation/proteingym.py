@@ -18,12 +18,9 @@ all 217).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,36 +31,69 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_json
-from .context import attention_window
-from .mutants import MutantMismatchError, apply_mutant, validate_mutants
 from .aggregation import aggregate, bootstrap_standard_error
 from .cache import ResultCache, file_fingerprint, model_fingerprint, text_fingerprint
+from .context import attention_window
 from .metrics import METRICS, assay_metrics
-from .model_loading import ModelLoadError, add_device_arguments, load_masked_lm, resolve_device
-from .scoring import STRATEGIES, ProteinGymInputError, score_mutants, scoring_window
+from .mutants import apply_mutant, validate_mutants
+from .scoring import ProteinGymInputError, score_mutants, scoring_window
 
 __all__ = [
+    "DEFAULT_ASSAYS_DIR",
+    "DEFAULT_REFERENCE",
     "PUBLISHED_MODELS",
     "SCORES_VERSION",
-    "load_assay",
-    "load_reference",
-    "load_published",
-    "find_assay_files",
+    "ProteinGymFileNotFoundError",
+    "default_reference",
+    "describe_spearman",
     "evaluate_assay",
     "evaluate_proteingym",
+    "find_assay_files",
+    "format_results_table",
+    "load_assay",
+    "load_published",
+    "load_reference",
     "summarize",
-    "describe_spearman",
-    "add_cli_arguments",
-    "cli_main",
 ]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Embedded ProteinGym assays shipped with the repository (absent in a wheel install).
 DEFAULT_ASSAYS_DIR = _REPO_ROOT / "data" / "proteingym" / "substitutions"
+#: ProteinGym v1.3's reference file shipped with the repository (absent in a wheel install).
+DEFAULT_REFERENCE = _REPO_ROOT / "data" / "proteingym" / "reference" / "DMS_substitutions.csv"
 _PUBLISHED_FILENAME = "DMS_substitutions_Spearman_DMS_level.csv"
 #: Published ProteinGym columns copied into the results: column name -> result key suffix.
 PUBLISHED_MODELS = {"ESM2 (8M)": "ESM2_8M", "ESM2 (35M)": "ESM2_35M"}
 _ASSAY_SUFFIXES = (".csv.gz", ".csv")
+
+
+class ProteinGymFileNotFoundError(ProteinGymInputError, FileNotFoundError):
+    """A ProteinGym input file or folder does not exist (or holds no assay); the message names it and the fix.
+
+    Both a :class:`~bitesm.errors.UserInputError` and a ``FileNotFoundError``, so code that caught either keeps
+    working.
+    """
+
+
+def default_reference(assays_dir: str | os.PathLike) -> Path:
+    """The reference file of an assays folder when none is given: ``<assays_dir>/../reference/DMS_substitutions.csv``
+    (ProteinGym's layout, as in bitesm's ``data/proteingym``) if that file exists, else the v1.3 reference shipped
+    with the repository (:data:`DEFAULT_REFERENCE`) if it exists, else the first path (whose absence
+    :func:`load_reference` reports).
+
+    The shipped reference covers all 217 v1.3 assays; an assay file of another release whose ``mutated_sequence``
+    disagrees with it is refused by :func:`evaluate_assay`.
+
+    Args:
+        assays_dir: a folder of ``<DMS_id>.csv`` files.
+
+    Returns:
+        The path.
+    """
+    sibling = Path(assays_dir).parent / "reference" / "DMS_substitutions.csv"
+    if not sibling.is_file() and DEFAULT_REFERENCE.is_file():
+        return DEFAULT_REFERENCE
+    return sibling
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,16 +110,25 @@ def load_assay(path: str | os.PathLike) -> pd.DataFrame:
         The rows as a DataFrame, file order kept.
 
     Raises:
-        FileNotFoundError: no such file.
-        ProteinGymInputError: a required column is missing or the file has no rows.
+        ProteinGymFileNotFoundError: no such file.
+        ProteinGymInputError: the file is empty or not a CSV, a required column is missing, the file has no rows,
+            or no row has a ``DMS_score`` (all NaN).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ProteinGymFileNotFoundError(
             f"ProteinGym assay file {path} does not exist. Fix: pass a <DMS_id>.csv or .csv.gz "
             "file from ProteinGym's DMS_ProteinGym_substitutions folder."
         )
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise
+        raise ProteinGymInputError(
+            f"Assay file {path} cannot be read as a CSV ({type(err).__name__}: {err}). Fix: use a ProteinGym "
+            "substitution file (columns mutant, mutated_sequence, DMS_score, DMS_score_bin; .csv or .csv.gz)."
+        ) from err
     missing = [c for c in ("mutant", "DMS_score") if c not in df.columns]
     if missing:
         raise ProteinGymInputError(
@@ -98,6 +137,11 @@ def load_assay(path: str | os.PathLike) -> pd.DataFrame:
         )
     if len(df) == 0:
         raise ProteinGymInputError(f"Assay file {path} has no rows.")
+    if pd.to_numeric(df["DMS_score"], errors="coerce").isna().all():
+        raise ProteinGymInputError(
+            f"Assay file {path}: no row has a numeric DMS_score (all {len(df)} are empty or NaN), so there is "
+            "nothing to correlate the scores with. Fix: use the assay file as ProteinGym distributes it."
+        )
     return df
 
 
@@ -111,12 +155,12 @@ def load_reference(path: str | os.PathLike) -> pd.DataFrame:
         The DataFrame, unchanged.
 
     Raises:
-        FileNotFoundError: no such file (message says where to get it).
+        ProteinGymFileNotFoundError: no such file (message says where to get it).
         ProteinGymInputError: ``DMS_id`` or ``target_seq`` column missing.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ProteinGymFileNotFoundError(
             f"ProteinGym reference file {path} does not exist. Fix: pass --reference with "
             "ProteinGym's reference_files/DMS_substitutions.csv (bitesm ships v1.3 at "
             "data/proteingym/reference/DMS_substitutions.csv)."
@@ -143,12 +187,12 @@ def load_published(path: str | os.PathLike) -> dict[str, dict[str, float | None]
         ``{DMS_id: {"ESM2_8M": rho or None, "ESM2_35M": rho or None}}``.
 
     Raises:
-        FileNotFoundError: no such file.
+        ProteinGymFileNotFoundError: no such file.
         ProteinGymInputError: no ``DMS ID`` column or none of the ESM2 (8M)/(35M) columns.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Published Spearman file {path} does not exist.")
+        raise ProteinGymFileNotFoundError(f"Published Spearman file {path} does not exist.")
     df = pd.read_csv(path)
     id_col = "DMS ID" if "DMS ID" in df.columns else "DMS_id" if "DMS_id" in df.columns else None
     cols = [c for c in PUBLISHED_MODELS if c in df.columns]
@@ -171,11 +215,11 @@ def find_assay_files(assays_dir: str | os.PathLike) -> dict[str, Path]:
     A plain ``.csv`` wins over a ``.csv.gz`` of the same assay. Sorted by ``DMS_id``.
 
     Raises:
-        FileNotFoundError: the folder does not exist or holds no assay CSVs.
+        ProteinGymFileNotFoundError: the folder does not exist or holds no assay CSVs.
     """
     d = Path(assays_dir)
     if not d.is_dir():
-        raise FileNotFoundError(
+        raise ProteinGymFileNotFoundError(
             f"ProteinGym assays folder {d} does not exist. Fix: pass --assays <folder of "
             "<DMS_id>.csv or .csv.gz files> (the unzipped DMS_ProteinGym_substitutions folder "
             "from ProteinGym, or bitesm's data/proteingym/substitutions)."
@@ -191,7 +235,7 @@ def find_assay_files(assays_dir: str | os.PathLike) -> dict[str, Path]:
                     found[dms_id] = f
                 break
     if not found:
-        raise FileNotFoundError(
+        raise ProteinGymFileNotFoundError(
             f"ProteinGym assays folder {d} holds no .csv or .csv.gz files. Fix: point --assays at "
             "the folder with the <DMS_id>.csv substitution files."
         )
@@ -255,7 +299,8 @@ def evaluate_assay(
         float (per mutant, file order)}``.
 
     Raises:
-        FileNotFoundError / ProteinGymInputError: see :func:`load_assay`; a ``mutated_sequence`` that disagrees.
+        ProteinGymFileNotFoundError / ProteinGymInputError: see :func:`load_assay`; a ``mutated_sequence`` that
+            disagrees.
         MutantMismatchError: a mutant does not match ``target_seq`` (names the assay).
         ValueError: ``cache`` without ``cache_key``.
 
@@ -292,7 +337,7 @@ def evaluate_assay(
     seconds = time.perf_counter() - t0
     return {
         "DMS_id": assay_id,
-        "n_mutants": int(len(df)),
+        "n_mutants": len(df),
         "seq_len": len(seq),
         "strategy": strategy,
         "scoring_window": info["scoring_window"],
@@ -421,7 +466,7 @@ def evaluate_proteingym(
         "published_spearman_ESM2_8M" / "..._ESM2_35M" when a published file is used]}``.
 
     Raises:
-        FileNotFoundError: missing assays folder / reference / published file.
+        ProteinGymFileNotFoundError: missing assays folder / reference / published file.
         ProteinGymInputError: unknown ``assay_ids``, or an assay missing from the reference (both checked before
             any scoring).
         MutantMismatchError: an assay's mutant does not match its ``target_seq``.
@@ -503,7 +548,7 @@ def evaluate_proteingym(
 
 
 # ----------------------------------------------------------------------------------------------
-# CLI: bitesm eval proteingym --model DIR --assays PATH --output FILE
+# Text: the per-assay table and the Spearman lines (printed by bitesm eval proteingym and bitesm eval run)
 # ----------------------------------------------------------------------------------------------
 #: ProteinGym's leaderboard averages all of its DMS substitution assays (217 in v1.3).
 LEADERBOARD_ASSAYS = 217
@@ -553,67 +598,25 @@ def describe_spearman(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``bitesm eval proteingym`` options to ``parser`` (returned for chaining)."""
-    default_assays = str(DEFAULT_ASSAYS_DIR) if DEFAULT_ASSAYS_DIR.is_dir() else None
-    parser.add_argument("--model", required=True,
-                        help="checkpoint folder or Hugging Face Hub id of a masked LM with the "
-                             "ESM-2 vocabulary (EsmForMaskedLM or a bitesm model)")
-    parser.add_argument("--assays", default=default_assays,
-                        help="folder of ProteinGym <DMS_id>.csv / .csv.gz substitution files "
-                             f"(default: {default_assays or 'none; required'})")
-    parser.add_argument("--reference", default=None,
-                        help="ProteinGym DMS_substitutions.csv "
-                             "(default: <assays>/../reference/DMS_substitutions.csv)")
-    parser.add_argument("--output", default=None, help="write the results JSON here")
-    parser.add_argument("--assay-ids", default=None,
-                        help="comma-separated DMS_ids to evaluate (default: all in --assays)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="masked-marginals",
-                        help="ProteinGym scoring strategy (default masked-marginals, the ESM-2 leaderboard's; "
-                             "pseudo-ppl costs one forward pass per residue of every mutant)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="masked sequences per forward pass (default 32)")
-    add_device_arguments(parser, "model weights dtype (log-softmax is always float32)")
-    return parser
+def format_results_table(result: dict[str, Any]) -> str:
+    """A text table of an :func:`evaluate_proteingym` result: one row per assay, then the plain mean and
+    ProteinGym's summary line.
 
+    Columns: ``DMS_id``, ``n_mut`` (mutants), ``len`` (residues), ``window`` (``full`` for a long model scored on
+    whole sequences, else ProteinGym's window ``W`` in tokens), ``spearman``, the published ``ESM2-8M`` /
+    ``ESM2-35M`` values when the result has them, and ``sec``. Missing values show as ``-``.
 
-def cli_main(args: argparse.Namespace) -> int:
-    """Run ``bitesm eval proteingym`` with parsed ``args`` (see :func:`add_cli_arguments`).
-
-    Loads ``AutoModelForMaskedLM.from_pretrained(args.model)`` (bitesm is imported first so bitesm
-    checkpoints resolve) and its tokenizer (falling back to the ESM-2 tokenizer files when the
-    folder has none), runs :func:`evaluate_proteingym`, prints a table (column ``window``: ``full`` for a long
-    model scored on whole sequences, else ProteinGym's window ``W`` in tokens).
+    Args:
+        result: the dict :func:`evaluate_proteingym` returns (or its JSON file, loaded).
 
     Returns:
-        0 on success; 2 on an input error (message on stderr naming the input and the fix).
+        The lines, joined by newlines (no trailing newline).
     """
-    def fail(msg: str) -> int:
-        print(f"bitesm eval proteingym: error: {msg}", file=sys.stderr)
-        return 2
-
-    if args.assays is None:
-        return fail("--assays is required (folder of ProteinGym <DMS_id>.csv / .csv.gz files).")
-    assays = Path(args.assays)
-    reference = Path(args.reference) if args.reference else assays.parent / "reference" / "DMS_substitutions.csv"
-    if args.batch_size < 1:
-        return fail(f"--batch-size must be >= 1, got {args.batch_size}.")
-    device = resolve_device(args.device)
-    try:
-        model, tokenizer = load_masked_lm(args.model, args.dtype, device)
-        result = evaluate_proteingym(
-            model, tokenizer, assays, reference, output_json=args.output,
-            assay_ids=args.assay_ids, batch_size=args.batch_size, device=device,
-            model_name=str(args.model), strategy=args.strategy,
-        )
-    except (FileNotFoundError, ProteinGymInputError, MutantMismatchError, ModelLoadError) as err:
-        return fail(str(err))
-
     has_pub = "mean_published_spearman_ESM2_8M" in result
     head = f"{'DMS_id':<34} {'n_mut':>6} {'len':>5} {'window':>7} {'spearman':>9}"
     if has_pub:
         head += f" {'ESM2-8M':>8} {'ESM2-35M':>8}"
-    print(head + f" {'sec':>7}")
+    lines = [head + f" {'sec':>7}"]
 
     def fmt(x: Any) -> str:
         return f"{x:8.3f}" if isinstance(x, float) and not math.isnan(x) else f"{'-':>8}"
@@ -623,17 +626,15 @@ def cli_main(args: argparse.Namespace) -> int:
         line = f"{r['DMS_id']:<34} {r['n_mutants']:>6} {r['seq_len']:>5} {window:>7} {fmt(r['spearman']):>9}"
         if has_pub:
             line += f" {fmt(r.get('published_spearman_ESM2_8M'))} {fmt(r.get('published_spearman_ESM2_35M'))}"
-        print(line + f" {r['seconds']:7.1f}")
-    line = f"{'plain mean (' + str(result['n_assays']) + ' assays)':<34} {'':>6} {'':>5} {'':>7} {fmt(result['mean_spearman']):>9}"
+        lines.append(line + f" {r['seconds']:7.1f}")
+    label = f"plain mean ({result['n_assays']} assays)"
+    line = f"{label:<34} {'':>6} {'':>5} {'':>7} {fmt(result['mean_spearman']):>9}"
     if has_pub:
-        line += f" {fmt(result['mean_published_spearman_ESM2_8M'])} {fmt(result['mean_published_spearman_ESM2_35M'])}"
-    print(line + f" {result['seconds']:7.1f}")
+        line += f" {fmt(result.get('mean_published_spearman_ESM2_8M'))} " \
+                f"{fmt(result.get('mean_published_spearman_ESM2_35M'))}"
+    lines.append(line + f" {result['seconds']:7.1f}")
     summary = result.get("summary") or {}
     if summary:
         shown = ", ".join(f"{m} {summary[m]:.3f} ± {summary[m + '_bootstrap_se']:.3f}" for m in METRICS if m in summary)
-        print(f"ProteinGym summary ({result['strategy']}; per protein, per selection type, overall): {shown}")
-    for line in describe_spearman(result):
-        print(line)
-    if args.output:
-        print(f"wrote {args.output}")
-    return 0
+        lines.append(f"ProteinGym summary ({result['strategy']}; per protein, per selection type, overall): {shown}")
+    return "\n".join(lines)

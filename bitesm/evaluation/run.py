@@ -16,10 +16,8 @@ logs the summary metrics to TensorBoard (``RUN_DIR/tensorboard/eval``) at the ch
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,12 +30,8 @@ from ..errors import UserInputError
 from ..io import atomic_write_json
 from ..training import checkpoint as ckpt
 from .cache import ResultCache, model_fingerprint
-from .contacts import ContactsInputError
-from .model_loading import ModelLoadError, add_device_arguments, load_masked_lm, resolve_device
-from .mutants import MutantMismatchError
-from .ontology import GoFormatError
-from .scoring import STRATEGIES, ProteinGymInputError
-from .structures import StructureError
+from .model_loading import ModelLoadError, load_masked_lm
+from .scoring import STRATEGIES
 
 __all__ = [
     "SUITES",
@@ -65,7 +59,8 @@ class EvalSettings:
 
     Attributes:
         assays: folder of ProteinGym ``<DMS_id>.csv[.gz]`` files (default: the 18 embedded assays).
-        reference: ProteinGym ``DMS_substitutions.csv`` (default ``<assays>/../reference/DMS_substitutions.csv``).
+        reference: ProteinGym ``DMS_substitutions.csv`` (default ``<assays>/../reference/DMS_substitutions.csv``,
+            else the shipped v1.3 reference: :func:`bitesm.evaluation.proteingym.default_reference`).
         assay_ids: restrict ProteinGym to these ids (comma-separated string or list), ``None`` = all.
         strategy: ProteinGym scoring strategy, one of :data:`bitesm.evaluation.scoring.STRATEGIES`.
         max_residues: explicit residues per forward pass (``None`` = the model's own rule).
@@ -91,7 +86,9 @@ class EvalSettings:
         if self.assays is None:
             self.assays = str(_DEFAULT_ASSAYS)
         if self.reference is None:
-            self.reference = str(Path(self.assays).parent / "reference" / "DMS_substitutions.csv")
+            from .proteingym import default_reference
+
+            self.reference = str(default_reference(self.assays))
 
 
 SuiteFunction = Callable[[torch.nn.Module, Any, EvalSettings, ResultCache, str, bool], dict]
@@ -344,94 +341,3 @@ def watch(
         if once or "final" in done or (timeout is not None and time.monotonic() - start >= timeout):
             return written
         time.sleep(interval)
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", default="proteingym",
-                        help=f"comma-separated suites (available: {', '.join(sorted(SUITES))}; default proteingym)")
-    parser.add_argument("--assays", default=None, help="ProteinGym assays folder (default: the embedded 18 assays)")
-    parser.add_argument("--reference", default=None,
-                        help="ProteinGym DMS_substitutions.csv (default: <assays>/../reference/DMS_substitutions.csv)")
-    parser.add_argument("--assay-ids", default=None, help="comma-separated DMS_ids (default: all)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="masked-marginals",
-                        help="ProteinGym scoring strategy (default masked-marginals)")
-    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default 32)")
-    add_device_arguments(parser)
-    parser.add_argument("--cache-dir", default=None,
-                        help="result cache folder (default $BITESM_CACHE_DIR or ~/.cache/bitesm/eval)")
-    parser.add_argument("--no-cache", action="store_true", help="recompute everything and store nothing")
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``bitesm eval run`` options."""
-    parser.add_argument("--model", required=True, help="checkpoint folder or Hugging Face Hub id")
-    parser.add_argument("--output", required=True, help="folder for <suite>.json and run.json")
-    _add_common(parser)
-    return parser
-
-
-def add_watch_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``bitesm eval watch`` options."""
-    parser.add_argument("run_dir", help="a bitesm train --output-dir (its checkpoints/ and model/ are evaluated)")
-    parser.add_argument("--interval", type=float, default=60.0, help="seconds between polls (default 60)")
-    parser.add_argument("--once", action="store_true", help="evaluate what is there now, then stop")
-    parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
-    _add_common(parser)
-    return parser
-
-
-def _settings_and_cache(args: argparse.Namespace) -> tuple[EvalSettings, ResultCache]:
-    settings = EvalSettings(assays=args.assays, reference=args.reference, assay_ids=args.assay_ids,
-                            strategy=args.strategy, batch_size=args.batch_size)
-    return settings, ResultCache(args.cache_dir, enabled=not args.no_cache)
-
-
-_INPUT_ERRORS = (EvalInputError, ModelLoadError, FileNotFoundError, ProteinGymInputError, MutantMismatchError,
-                 ContactsInputError, StructureError, GoFormatError)
-
-
-def _print_summary(name: str, out: dict[str, Any]) -> None:
-    from .proteingym import describe_spearman
-
-    for suite, result in out["results"].items():
-        info = out["suites"][suite]
-        summary = result.get("summary") or {}
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float) and not k.endswith("_se"))
-        if suite == "proteingym":
-            shown = "ProteinGym summary " + shown if shown else shown
-        print(f"{name}: {suite}: {shown or 'done'} ({info['seconds']:.1f} s, {info['cache_hits']} cached, "
-              f"{info['cache_misses']} computed)")
-        if suite == "proteingym":
-            for line in describe_spearman(result):
-                print(f"  {line}")
-
-
-def run_cli_main(args: argparse.Namespace) -> int:
-    """``bitesm eval run``: 0 on success, 2 on an input error (message names the input and the fix)."""
-    try:
-        settings, cache = _settings_and_cache(args)
-        out = run_evaluation(args.model, args.suite, args.output, settings, cache, args.dtype,
-                             resolve_device(args.device))
-    except _INPUT_ERRORS as err:
-        print(f"bitesm eval run: error: {err}", file=sys.stderr)
-        return 2
-    _print_summary(str(args.model), out)
-    print(f"wrote {Path(args.output) / 'run.json'} ({out['seconds'] + out['load_seconds']:.1f} s)")
-    return 0
-
-
-def watch_cli_main(args: argparse.Namespace) -> int:
-    """``bitesm eval watch``: 0 on success, 2 on an input error."""
-    try:
-        settings, cache = _settings_and_cache(args)
-        written = watch(args.run_dir, args.suite, settings, cache, args.dtype, resolve_device(args.device),
-                        interval=args.interval, once=args.once, timeout=args.timeout)
-    except _INPUT_ERRORS as err:
-        print(f"bitesm eval watch: error: {err}", file=sys.stderr)
-        return 2
-    print(f"bitesm eval watch: evaluated {len(written)} model folder(s); history in "
-          f"{Path(args.run_dir) / 'eval' / 'history.jsonl'}")
-    return 0

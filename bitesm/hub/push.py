@@ -794,13 +794,15 @@ def push_to_hub(
     from huggingface_hub.utils import validate_repo_id
 
     if not isinstance(repo_id, str) or not repo_id:
-        raise ValueError(f"repo_id={repo_id!r}: give the Hub repository as ORG/NAME, e.g. --repo-id my-org/ternary-esm2")
+        raise HubPushError(f"repo_id={repo_id!r}: give the Hub repository as ORG/NAME, e.g. --repo-id "
+                           "my-org/ternary-esm2")
     try:
         validate_repo_id(repo_id)
     except ValueError as err:
-        raise ValueError(f"repo_id={repo_id!r} is not a valid Hub repository id ({err}); use ORG/NAME") from err
+        raise HubPushError(f"--repo-id {repo_id!r} is not a valid Hub repository id ({' '.join(str(err).split())}); "
+                           "use ORG/NAME") from err
     if not isinstance(max_retries, int) or max_retries < 0:
-        raise ValueError(f"max_retries={max_retries!r}: use a non-negative int")
+        raise HubPushError(f"max_retries={max_retries!r}: use a non-negative int")
     model_dir = resolve_model_dir(model_dir)
     validate_model_folder(model_dir)
     if commit_message is None:

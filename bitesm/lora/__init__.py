@@ -4,12 +4,8 @@ QLoRA (Dettmers et al. 2023): the base's encoder Linear weights are stored in 4-
 low-rank adapters (LoRA, Hu et al. 2021) train in full precision; Long ESM-2's "quantized" models (arXiv 2501.07747)
 are trained this way. Modules: ``nf4`` (bitsandbytes config, CPU fix), ``base`` (which base, loaded how),
 ``adapters`` (attach / save / load / merge with peft, LoRA on BitLinear), ``memory`` (the memory report),
-``trainer`` (the pretraining loop with these), ``cli`` (``bitesm lora``).
+``trainer`` (the pretraining loop with these); ``bitesm lora`` is :mod:`bitesm.cli.lora`.
 """
-
-from ..runtime import quiet_optional_kernel_warning
-
-quiet_optional_kernel_warning()  # before peft imports bitsandbytes
 
 from .adapters import (
     LoraBitLinear,

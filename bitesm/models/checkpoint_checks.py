@@ -41,6 +41,7 @@ from .configuration_bitesm import BitEsmConfig
 
 __all__ = [
     "BITESM_FIELDS",
+    "CheckpointNotFoundError",
     "MASKED_LM_MODEL_TYPES",
     "CheckpointMismatchError",
     "check_checkpoint",
@@ -79,6 +80,11 @@ _ESM_TYPE_FIX = (
 _RESAVE_FIX = "copy or download the checkpoint again, or re-save it from its model with save_pretrained"
 
 
+class CheckpointNotFoundError(UserInputError, FileNotFoundError):
+    """No checkpoint where the user pointed: a local path that is not a model folder, or a Hub id that cannot be
+    found or reached (offline, no cache). The message names the input and the fix."""
+
+
 class CheckpointMismatchError(UserInputError):
     """A checkpoint's files contradict each other (``config.json`` against itself or against the weights) or a weight
     file is truncated or corrupt. The message names the file and the fix (restore the original ``config.json``,
@@ -101,7 +107,8 @@ def read_checkpoint_config(name_or_path: str | os.PathLike, **hub_kwargs) -> tup
 
     Raises:
         CheckpointMismatchError: a local ``config.json`` that is not a JSON object.
-        OSError: no ``config.json`` (a local folder without one; a Hub id that cannot be found or reached).
+        CheckpointNotFoundError: a local path that is no folder, or a Hub id that cannot be found or reached.
+        FileNotFoundError: a local folder without ``config.json``.
     """
     folder = Path(name_or_path)
     if folder.is_dir():
@@ -120,10 +127,28 @@ def read_checkpoint_config(name_or_path: str | os.PathLike, **hub_kwargs) -> tup
         if not isinstance(config, dict):
             raise CheckpointMismatchError(f"{path} is not a JSON object. Fix: {_RESTORE_FIX}")
         return config, str(path)
+    if folder.exists() or _looks_local(str(name_or_path)):
+        what = "a file, not a model folder" if folder.exists() else "no such folder"
+        raise CheckpointNotFoundError(
+            f"model {name_or_path}: {what}. Fix: pass a checkpoint folder (config.json and weights, as "
+            "save_pretrained writes them) or a Hub id ORG/NAME"
+        )
     from transformers import PretrainedConfig
 
-    config = PretrainedConfig.get_config_dict(str(name_or_path), **hub_kwargs)[0]
+    try:
+        config = PretrainedConfig.get_config_dict(str(name_or_path), **hub_kwargs)[0]
+    except OSError as err:
+        raise CheckpointNotFoundError(
+            f"model {name_or_path}: not a local folder, and the Hub id cannot be loaded "
+            f"({_one_line(err).split('. ')[0]}). Fix: pass a checkpoint folder, or a Hub id ORG/NAME with network "
+            "access or in the Hugging Face cache"
+        ) from err
     return config, f"config.json of {name_or_path}"
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a Hub id ``ORG/NAME``: absolute, starting with ``.`` or ``~``, or of more than two parts."""
+    return name.startswith(("/", ".", "~")) or os.path.isabs(name) or len(Path(name).parts) > 2
 
 
 def check_config(config: dict, config_path: str) -> None:

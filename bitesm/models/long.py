@@ -31,8 +31,6 @@ Command line: ``bitesm convert long --model DIR_OR_HUB_ID --max-length 2048 --wi
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 
@@ -257,50 +255,47 @@ def _check_ptq_sites(ptq: dict | None, source: str) -> None:
 # -- command line -----------------------------------------------------------------------------------------------
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", required=True, help="checkpoint folder or Hub id: ESM-2 (facebook/esm2 format) or a bitesm model"
-    )
-    parser.add_argument(
-        "--max-length", type=int, default=DEFAULT_MAX_LENGTH,
-        help=f"longest protein in residues (default {DEFAULT_MAX_LENGTH}, the paper's; ESM-2 takes 1022)",
-    )
-    parser.add_argument(
-        "--window", type=int, default=DEFAULT_WINDOW,
-        help=f"sliding-window width in tokens, half on each side (default {DEFAULT_WINDOW})",
-    )
-    parser.add_argument("--output", required=True, help="folder for the long model and its tokenizer")
+def convert_checkpoint_to_long(
+    model: str | os.PathLike, output: str | os.PathLike, max_length: int = DEFAULT_MAX_LENGTH,
+    window: int = DEFAULT_WINDOW,
+) -> dict:
+    """``bitesm convert long``: :func:`convert_to_long` a checkpoint and save the result (with its remote code and
+    tokenizer) to ``output``.
 
+    Args:
+        model: ESM-2 or bitesm checkpoint folder or Hub id (relative paths also resolve against the repository root).
+        output: folder for the long model.
+        max_length: longest protein in residues.
+        window: sliding-window width in tokens.
 
-def cli_main(args: argparse.Namespace) -> int:
-    """``bitesm convert long``: convert, ``save_pretrained`` (with remote code) and print a JSON summary."""
+    Returns:
+        a summary: ``output``, ``source``, ``source_model_type``, ``quantization``, ``attention_window``,
+        ``max_length``, ``max_tokens``, ``max_position_embeddings``, ``position_embedding_type``,
+        ``attn_implementation``.
+
+    Raises:
+        LongConversionError, CheckpointMismatchError: as :func:`convert_to_long`.
+    """
     from ..training.config import resolve_path
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    source = resolve_path(args.model)
+    source = resolve_path(str(model))
     source_type = checkpoint_model_type(source)
-    model, tokenizer = convert_to_long(source, max_length=args.max_length, window=args.window)
-    model.save_pretrained(args.output)
-    tokenizer.save_pretrained(args.output)
-    c = model.config
-    print(
-        json.dumps(
-            {
-                "output": str(args.output),
-                "source": source,
-                "source_model_type": source_type,
-                "quantization": c.quantization,
-                "attention_window": c.attention_window,
-                "max_length": args.max_length,
-                "max_tokens": tokenizer.model_max_length,
-                "max_position_embeddings": c.max_position_embeddings,
-                "position_embedding_type": c.position_embedding_type,
-                "attn_implementation": c._attn_implementation,
-            },
-            indent=2,
-        )
-    )
-    return 0
+    converted, tokenizer = convert_to_long(source, max_length=max_length, window=window)
+    converted.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    c = converted.config
+    return {
+        "output": str(output),
+        "source": source,
+        "source_model_type": source_type,
+        "quantization": c.quantization,
+        "attention_window": c.attention_window,
+        "max_length": max_length,
+        "max_tokens": tokenizer.model_max_length,
+        "max_position_embeddings": c.max_position_embeddings,
+        "position_embedding_type": c.position_embedding_type,
+        "attn_implementation": c._attn_implementation,
+    }
 
 
 __all__ = [
@@ -308,6 +303,7 @@ __all__ = [
     "DEFAULT_WINDOW",
     "SPECIAL_TOKENS",
     "LongConversionError",
+    "convert_checkpoint_to_long",
     "convert_to_long",
     "extend_position_embeddings",
     "long_config",

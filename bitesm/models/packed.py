@@ -11,10 +11,8 @@ LayerNorms, biases and the LM head stay in the model's float dtype.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -24,8 +22,6 @@ from ..nn.packed_bitlinear import replace_bitlinear_with_packed
 
 __all__ = [
     "PackedExportError",
-    "add_cli_arguments",
-    "cli_main",
     "export_packed",
     "packed_size_report",
     "to_packed",
@@ -182,25 +178,3 @@ def _check_packable(config: dict, model_dir) -> None:
             f"{model_dir} is already packed (weight_format 'packed' in config.json): exporting it again would write "
             "the same model. Fix: use it as it is, or export the latent checkpoint it was made from"
         )
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``bitesm export`` options."""
-    parser.add_argument("--model", required=True, help="ternary bitesm checkpoint folder (or Hub id)")
-    parser.add_argument("--format", choices=("packed",), default="packed",
-                        help="packed: 2-bit ternary weights + per-layer scales, integer inference")
-    parser.add_argument("--output", required=True, help="new folder for the exported checkpoint")
-    return parser
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """``bitesm export``: 0 on success, 2 on an input error (message names the input and the fix)."""
-    try:
-        info = export_packed(args.model, args.output)
-    except (PackedExportError, OSError) as err:
-        print(f"bitesm export: error: {err}", file=sys.stderr)
-        return 2
-    ratio = f", {info['ratio']:.1f}x smaller" if info["ratio"] else ""
-    print(f"wrote {args.output}: {info['packed_layers']} packed layers, weights {info['output_bytes']:,} bytes "
-          f"(from {info['input_bytes']:,}{ratio})")
-    return 0

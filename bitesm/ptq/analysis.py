@@ -16,7 +16,8 @@ Writes, into ``--output-dir``, each table as CSV and markdown (``table1_sites``,
   and piecewise quantizers (Figure 3).
 
 Accuracy columns: validation MLM loss and perplexity (fixed masks, :func:`bitesm.evaluation.perplexity.evaluate_mlm`)
-and mean ProteinGym masked-marginals Spearman's rho on the chosen assays, each with its change from the FP model.
+and ``mean_spearman_<N>_assays``, the plain mean of masked-marginals Spearman's rho over the N chosen ProteinGym
+assays (not ProteinGym's summary), each with its change from the baseline.
 
 The baseline row is the model as loaded, labelled for what it is (:func:`baseline_label`): ``FP32 (W32A32)`` for a
 floating-point model, ``ternary W1.58A8 (as trained)`` for a ternary one. For a ternary model the ``note`` column
@@ -26,7 +27,6 @@ the configurations evaluated.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
@@ -48,6 +48,9 @@ from .sites import SITES
 logger = logging.getLogger(__name__)
 
 DEFAULT_ASSAYS = "CCDB_ECOLI_Adkar_2012,TAT_HV1BR_Fernandes_2016,SUMO1_HUMAN_Weile_2017"
+DEFAULT_CALIBRATION = "data/pretrain/swissprot_2014-01_sample50k.fasta.gz"
+DEFAULT_ASSAYS_DIR = "data/proteingym/substitutions"
+DEFAULT_REFERENCE = "data/proteingym/reference/DMS_substitutions.csv"
 
 #: Table I rows: (label, weight bits, activation bits, sites, layers); uniform activation quantization.
 TABLE1 = [
@@ -66,32 +69,30 @@ TABLE3 = [("W32A32", None, None), ("W16A16", 16, 16), ("W8A32", 8, None), ("W32A
           ("W8A8", 8, 8), ("W6A6", 6, 6), ("W4A16", 4, 16)]
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output-dir", required=True, help="folder for the tables (CSV, markdown) and figures (PNG)")
-    parser.add_argument("--assays", default="data/proteingym/substitutions", help="folder of ProteinGym assay CSVs")
-    parser.add_argument("--reference", default="data/proteingym/reference/DMS_substitutions.csv")
-    parser.add_argument("--assay-ids", default=DEFAULT_ASSAYS, help="comma list of assays for the Spearman column")
-    parser.add_argument("--validation-size", type=int, default=1000, help="held-out proteins for the MLM loss")
-    parser.add_argument("--eval-max-length", type=int, default=256, help="tokens per protein for the MLM loss")
-
-
 class _Evaluator:
-    """Accuracy of one model: MLM loss / perplexity on held-out proteins and ProteinGym Spearman's rho."""
+    """Accuracy of one model: MLM loss / perplexity on held-out proteins and the mean ProteinGym Spearman's rho over
+    the chosen assays."""
 
-    def __init__(self, tokenizer, sequences, args):
-        self.tokenizer, self.sequences, self.args = tokenizer, sequences, args
-        self.assay_ids = [a for a in args.assay_ids.split(",") if a] if args.assay_ids else []
+    def __init__(self, tokenizer, sequences, assays, reference, assay_ids: list[str], eval_max_length: int):
+        self.tokenizer, self.sequences = tokenizer, sequences
+        self.assays, self.reference, self.assay_ids, self.eval_max_length = assays, reference, assay_ids, eval_max_length
 
     def __call__(self, model) -> dict:
-        mlm = evaluate_mlm(model, self.tokenizer, self.sequences, max_length=self.args.eval_max_length)
+        mlm = evaluate_mlm(model, self.tokenizer, self.sequences, max_length=self.eval_max_length)
         row = {"val_loss": mlm["loss"], "perplexity": mlm["perplexity"]}
         if self.assay_ids:
             pg = evaluate_proteingym(
-                model, self.tokenizer, resolve_path(self.args.assays), resolve_path(self.args.reference),
+                model, self.tokenizer, resolve_path(self.assays), resolve_path(self.reference),
                 assay_ids=self.assay_ids, progress=False,
             )
-            row["spearman"] = pg["mean_spearman"]
+            row[spearman_column(len(self.assay_ids))] = pg["mean_spearman"]
         return row
+
+
+def spearman_column(n_assays: int) -> str:
+    """The tables' Spearman column: the plain mean of masked-marginals Spearman's rho over the ``n_assays`` chosen
+    ProteinGym assays (not ProteinGym's summary, which averages per protein and selection type)."""
+    return f"mean_spearman_{n_assays}_assays"
 
 
 #: The ``note`` of a ternary model's rows that quantize weights (weight PTQ leaves ternary weights unchanged).
@@ -128,7 +129,7 @@ def _ternary_note(weight_bits, act_bits) -> str:
 
 def _with_deltas(rows: list[dict], fp: dict) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
-    for key in ("val_loss", "perplexity", "spearman"):
+    for key in ("val_loss", "perplexity", *(k for k in fp if k.startswith("mean_spearman_"))):
         if key in frame:
             frame[f"delta_{key}"] = frame[key] - fp[key]
     return frame
@@ -202,32 +203,76 @@ def _figures(model, tokenizer, sequences, out: Path, max_length: int) -> list[st
     return ["fig2_layernorm_input_ranges.png", "fig3_layernorm_output_dequantized.png"]
 
 
-def analyze(args: argparse.Namespace) -> dict:
-    """Run the whole study (see the module docstring); returns ``{table name: DataFrame}`` and writes the files."""
+def analyze(
+    model: str,
+    output_dir: str | Path,
+    *,
+    calibration: str = DEFAULT_CALIBRATION,
+    sampling: str = "uniform",
+    num_calibration: int = 64,
+    observer: str = "minmax",
+    max_length: int = 512,
+    batch_size: int = 8,
+    seed: int = 0,
+    assays: str = DEFAULT_ASSAYS_DIR,
+    reference: str = DEFAULT_REFERENCE,
+    assay_ids: str | list[str] | None = DEFAULT_ASSAYS,
+    validation_size: int = 1000,
+    eval_max_length: int = 256,
+    progress: bool = True,
+) -> dict:
+    """Run the whole study (see the module docstring) on one checkpoint and write its tables and figures.
+
+    Args:
+        model: checkpoint folder or Hub id (ESM-2 or bitesm).
+        output_dir: folder for the tables (CSV, markdown), ``tables.md``, ``analysis.json`` and the figures.
+        calibration: FASTA the calibration proteins and the held-out validation proteins are drawn from.
+        sampling: calibration sampling mode of Tables I and II (one of ``CALIBRATION_MODES``).
+        num_calibration: calibration proteins per configuration.
+        observer: activation range estimator (``minmax``, ``percentile``, ``mse``).
+        max_length: tokens per calibration protein (cropped).
+        batch_size: calibration batch size.
+        seed: seed of the calibration draw and of the validation split.
+        assays, reference: ProteinGym assay folder and reference file.
+        assay_ids: assays of the Spearman column (comma list or list; empty or ``None``: no Spearman column).
+        validation_size: held-out proteins of the MLM loss.
+        eval_max_length: tokens per protein of the MLM loss.
+        progress: show a progress bar over the configurations.
+
+    Returns:
+        ``{table name: DataFrame}``.
+
+    Raises:
+        UserInputError: the checkpoint, FASTA or assays cannot be used (messages name them).
+    """
     start = time.time()
-    out = Path(args.output_dir)
+    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_fp_model(resolve_path(args.model))
-    fasta = resolve_path(args.calibration)
-    held_out = load_fasta_dataset(fasta, validation_size=args.validation_size, seed=args.seed)["validation"]
-    evaluate = _Evaluator(tokenizer, list(held_out["sequence"]), args)
+    source = model
+    model, tokenizer = load_fp_model(resolve_path(source))
+    fasta = resolve_path(calibration)
+    held_out = load_fasta_dataset(fasta, validation_size=validation_size, seed=seed)["validation"]
+    if isinstance(assay_ids, str):
+        assay_ids = [a for a in assay_ids.split(",") if a]
+    evaluate = _Evaluator(tokenizer, list(held_out["sequence"]), assays, reference, list(assay_ids or []),
+                          eval_max_length)
 
-    def calibration(mode: str) -> list[str]:
-        return [s for _, s in sample_calibration_set(fasta, args.num_calibration, mode=mode, seed=args.seed)]
+    def calibration_set(mode: str) -> list[str]:
+        return [s for _, s in sample_calibration_set(fasta, num_calibration, mode=mode, seed=seed)]
 
-    uniform_set = calibration(args.sampling)
+    uniform_set = calibration_set(sampling)
     weight_layers = describe_weights(model)
     ternary = weight_layers["ternary"] > 0 and weight_layers["fp_linear"] == 0  # weight PTQ changes none of them
     progress = tqdm(
         total=1 + len(TABLE1) + len(TABLE2) + len(CALIBRATION_MODES), desc="ptq analyze", unit="config",
-        disable=not getattr(args, "progress", True),
+        disable=not progress,
     )
 
     def run(label, weight_bits, act_bits, method, sites=SITES, layers=None, sequences=uniform_set) -> dict:
         progress.set_postfix_str(label)
         quantized = quantize_model(
             model, tokenizer, sequences, weight_bits=weight_bits, act_bits=act_bits, method=method, sites=sites,
-            layers=layers, observer=args.observer, batch_size=args.batch_size, max_length=args.max_length,
+            layers=layers, observer=observer, batch_size=batch_size, max_length=max_length,
         )
         row = {"configuration": label, "method": method if act_bits else "-", **evaluate(quantized)}
         if ternary:
@@ -248,13 +293,13 @@ def analyze(args: argparse.Namespace) -> dict:
     tables["table2_methods"] = _with_deltas([fp] + [run(label, b, b, m) for label, b, m in TABLE2], fp)
     tables["table5_calibration"] = _with_deltas(
         [fp] + [
-            {**run(f"W8A8 piecewise, {mode}", 8, 8, "piecewise", sequences=calibration(mode)), "sampling": mode}
+            {**run(f"W8A8 piecewise, {mode}", 8, 8, "piecewise", sequences=calibration_set(mode)), "sampling": mode}
             for mode in CALIBRATION_MODES
         ],
         fp,
     )
     progress.close()
-    tables["table3_memory"] = _memory_table(model, resolve_path(args.model), ternary)
+    tables["table3_memory"] = _memory_table(model, resolve_path(source), ternary)
 
     titles = {
         "table1_sites": "Table I: quantization sites (uniform activation quantization)",
@@ -264,15 +309,15 @@ def analyze(args: argparse.Namespace) -> dict:
             f"{TERNARY_WEIGHTS_NOTE}; their compact form is the packed export)"
             if ternary else "Table III: weight memory and compression ratio (parameters, analytic)"
         ),
-        "table5_calibration": f"Table V: calibration sampling ({args.num_calibration} proteins, W8A8 piecewise)",
+        "table5_calibration": f"Table V: calibration sampling ({num_calibration} proteins, W8A8 piecewise)",
     }
-    markdown = [f"# PTQ analysis of {args.model}\n"]
+    markdown = [f"# PTQ analysis of {source}\n"]
     markdown += [_write(frame, out, name, titles[name]) for name, frame in tables.items()]
-    figures = _figures(model, tokenizer, evaluate.sequences[:8], out, args.eval_max_length)
+    figures = _figures(model, tokenizer, evaluate.sequences[:8], out, eval_max_length)
     markdown.append("\n".join(f"![{f}]({f})" for f in figures) + "\n")
     (out / "tables.md").write_text("\n".join(markdown))
     atomic_write_json(out / "analysis.json", {
-        "model": str(args.model), "seconds": time.time() - start, "figures": figures,
+        "model": str(source), "seconds": time.time() - start, "figures": figures,
         **{name: frame.to_dict(orient="records") for name, frame in tables.items()},
     })
     return tables
@@ -304,11 +349,3 @@ def _memory_table(model, source, ternary: bool) -> pd.DataFrame:
          "act_bits": act, "model_bytes": sizes["packed_bytes"], "model_size": format_bytes(sizes["packed_bytes"]),
          "compression_ratio": sizes["ratio"], "measures": measures},
     ])
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    if not args.model:
-        raise SystemExit("bitesm ptq analyze: error: --model is required")
-    tables = analyze(args)
-    print((Path(args.output_dir) / "tables.md").read_text())
-    return 0 if tables else 1

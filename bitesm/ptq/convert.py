@@ -298,3 +298,67 @@ def quantize_model(
     if ptq["act_bits"] is not None and ptq["sites"]:
         calibrate(quantized, tokenizer, calibration_sequences, observer, batch_size, max_length)
     return quantized
+
+
+def quantize_checkpoint(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    calibration: str | os.PathLike,
+    num_calibration: int = 64,
+    sampling: str = "uniform",
+    seed: int = 0,
+    weight_bits: int | None = 8,
+    act_bits: int | None = 8,
+    method: str = "piecewise",
+    sites: Sequence[str] = SITES,
+    layers: Sequence[int] | None = None,
+    observer: str = "minmax",
+    weight_granularity: str = "per_channel",
+    batch_size: int = 8,
+    max_length: int = 512,
+) -> dict:
+    """``bitesm ptq``: load a checkpoint, check the settings change it, sample calibration proteins, quantize
+    (:func:`quantize_model`) and save the quantized model, its tokenizer and ``ptq_report.json`` to ``output``.
+
+    Args:
+        model: checkpoint folder or Hub id (ESM-2 or a bitesm latent checkpoint; relative paths also resolve against
+            the repository root).
+        output: folder for the quantized model.
+        calibration: FASTA (or ``.fasta.gz``) the calibration proteins are sampled from.
+        num_calibration, sampling, seed: :func:`bitesm.ptq.calibration.sample_calibration_set`.
+        weight_bits, act_bits, method, sites, layers, observer, weight_granularity, batch_size, max_length:
+            :func:`quantize_model` (bit widths of 32 or ``None`` mean floating point).
+
+    Returns:
+        the contents of ``ptq_report.json``: ``{"ptq": settings, "memory": weight memory report,
+        "weight_layers": :func:`describe_weights`}``.
+
+    Raises:
+        PTQInputError: a packed checkpoint, or settings that would quantize nothing (:func:`check_ptq_effect`).
+        CheckpointMismatchError, FastaFormatError, UserInputError: an unusable checkpoint or calibration FASTA.
+    """
+    from pathlib import Path
+
+    from ..io import atomic_write_json
+    from ..training.config import resolve_path
+    from .calibration import sample_calibration_set
+    from .memory import weight_memory_report
+
+    loaded, tokenizer = load_fp_model(resolve_path(str(model)))
+    check_ptq_effect(loaded, ptq_settings(weight_bits, act_bits, method, sites, layers, weight_granularity),
+                     source=str(model))
+    chosen = sample_calibration_set(resolve_path(str(calibration)), num_calibration, mode=sampling, seed=seed)
+    quantized = quantize_model(
+        loaded, tokenizer, [seq for _, seq in chosen], weight_bits=weight_bits, act_bits=act_bits, method=method,
+        sites=sites, layers=layers, observer=observer, weight_granularity=weight_granularity,
+        batch_size=batch_size, max_length=max_length,
+    )
+    output = Path(output)
+    quantized.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    ptq = quantized.config.ptq
+    report = {"ptq": ptq, "memory": weight_memory_report(quantized, ptq["weight_bits"], ptq["act_bits"]),
+              "weight_layers": describe_weights(quantized)}
+    atomic_write_json(output / "ptq_report.json", report)
+    return report
