@@ -293,3 +293,27 @@ def test_a_bug_keeps_its_traceback(work, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
                           text=True, stdin=subprocess.DEVNULL, timeout=120)
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "ZeroDivisionError: a bug" in proc.stderr
+
+
+def test_full_disk_names_the_path_and_what_was_kept():
+    import errno
+
+    from bitesm.cli import user_error_message
+
+    message = user_error_message(OSError(errno.ENOSPC, "No space left on device", "/runs/x/model.safetensors"))
+    assert message.startswith("no space left on device while writing /runs/x/model.safetensors")
+    assert "kept whole" in message and "--resume" in message
+    assert user_error_message(OSError(errno.EIO, "Input/output error", "/x")) is None  # not the user's to fix
+    assert user_error_message(RuntimeError("shape mismatch")) is None
+
+
+def test_ctrl_c_exits_130_in_one_line(monkeypatch, capsys):
+    import bitesm.runtime
+    from bitesm.cli import main
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bitesm.runtime, "steady_malloc", interrupted)
+    assert main(["eval", "watch", "no_run", "--once"]) == 130
+    assert capsys.readouterr().err == "bitesm eval watch: interrupted\n"

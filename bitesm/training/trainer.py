@@ -390,7 +390,9 @@ class Trainer:
 
     def _validation_loss(self, model, masked_only: bool) -> dict:
         acc = self.accelerator
-        totals, counts = masked_lm_loss_sums(model, self._val_loader(masked_only), autocast=acc.autocast)
+        batches = tqdm(self._val_loader(masked_only), desc="validation" + (" (masked-only)" if masked_only else ""),
+                       unit="batch", leave=False, disable=not acc.is_main_process)
+        totals, counts = masked_lm_loss_sums(model, batches, autocast=acc.autocast)
         return summarize(acc.reduce(totals, reduction="sum"), acc.reduce(counts, reduction="sum"))
 
     def validate(self) -> dict:
