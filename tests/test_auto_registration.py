@@ -16,9 +16,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
+    from transformers import EsmConfig
+
     from bitesm.data.tokenizer import load_tokenizer
     from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
-    from transformers import EsmConfig
 
     path = tmp_path_factory.mktemp("auto") / "model"
     cfg = EsmConfig.from_pretrained(str(ESM_DIR), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_esm
 from safetensors.torch import save_file
 from transformers import EsmForMaskedLM
 
@@ -23,6 +22,8 @@ from bitesm.models import BitEsmForMaskedLM, CheckpointMismatchError, bitesm_con
 from bitesm.models import load_masked_lm as load_bitesm
 from bitesm.models.long import LongConversionError, convert_to_long
 from bitesm.models.packed import to_packed
+
+from conftest import tiny_esm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -47,11 +47,11 @@ def _tiny_config_yaml(workdir: Path, **sections) -> str:
 def work(tmp_path_factory) -> Path:
     """Model folders and input files, good and bad, shared by every case."""
     import torch
+    from transformers import EsmConfig, EsmForMaskedLM
 
     from bitesm.data.tokenizer import load_tokenizer
     from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
     from bitesm.models.packed import to_packed
-    from transformers import EsmConfig, EsmForMaskedLM
 
     d = tmp_path_factory.mktemp("cli_errors")
     tokenizer = load_tokenizer(str(ESM_DIR))

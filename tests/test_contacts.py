@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_esm
 from transformers import EsmConfig, EsmTokenizer
 from transformers.models.esm.modeling_esm import average_product_correct
 from transformers.models.esm.modeling_esm import symmetrize as hf_symmetrize
@@ -38,7 +37,8 @@ from bitesm.evaluation.structures import (
 )
 from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, tiny_esm
+
 ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
 STRUCTURES = REPO / "data" / "structures"
 ONE_AE2 = STRUCTURES / "1ae2A00.pdb.gz"  # CATH domain, 86 residues

@@ -32,7 +32,8 @@ from bitesm.data import (
     validate_sequence,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 SWISSPROT_GZ = REPO / "data" / "pretrain" / "swissprot_2014-01_sample50k.fasta.gz"
 
 MKTAYIAKQR_IDS = [0, 20, 15, 11, 5, 19, 12, 5, 15, 16, 10, 2]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,8 @@ from bitesm.data import InvalidResidueError
 from bitesm.evaluation.embeddings import embed_protein, embed_sequences, load_embeddings, save_embeddings
 from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
 AA = "ACDEFGHIKLMNPQRSTVWY"
 

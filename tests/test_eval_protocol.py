@@ -31,12 +31,11 @@ from bitesm.evaluation.cache import ResultCache, model_fingerprint
 from bitesm.evaluation.compare import CompareInputError, compare, markdown_table
 from bitesm.evaluation.run import EvalInputError, EvalSettings, checkpoint_models, parse_suites, run_evaluation, watch
 
-from conftest import tiny_esm
+from conftest import REPO, tiny_esm
 
 sys.path.insert(0, str(Path(__file__).parent))
 import reference_scoring as ref  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
 SUBS = REPO / "data" / "proteingym" / "substitutions"
 REF = REPO / "data" / "proteingym" / "reference" / "DMS_substitutions.csv"

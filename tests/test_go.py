@@ -39,9 +39,8 @@ from bitesm.evaluation.ontology import (
 )
 from bitesm.evaluation.run import EvalSettings
 
-from conftest import tiny_esm
+from conftest import REPO, tiny_esm
 
-REPO = Path(__file__).resolve().parents[1]
 ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
 GO = REPO / "data" / "go"
 

@@ -46,7 +46,8 @@ from bitesm.models import BitEsmConfig, BitEsmForMaskedLM
 from bitesm.training.config import ConfigError, load_config
 from bitesm.training.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 ESM8M = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
 SAMPLE = REPO / "data/pretrain/swissprot_2014-01_sample50k.fasta.gz"
 

@@ -22,9 +22,8 @@ from bitesm.nn.sliding_window_attention import ATTENTION_NAME
 from bitesm.training import build_model
 from bitesm.training.config import ConfigError, ModelConfig, load_config
 
-from conftest import PER_LAYER
+from conftest import PER_LAYER, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PROTEIN = "MKTAYIAKQRQISFVKSHFSRQLEERLG"  # 30 tokens: attention stays global for windows >= 29
 LONG_PROTEIN = ("ACDEFGHIKLMNPQRSTVWY" * 55)[:1100]  # 1,102 tokens: more than ESM-2's 1,026 positions
 

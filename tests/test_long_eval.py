@@ -26,7 +26,8 @@ from bitesm.evaluation import (
 )
 from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
 PG = REPO / "data" / "proteingym"
 REF = PG / "reference" / "DMS_substitutions.csv"

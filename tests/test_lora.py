@@ -38,9 +38,8 @@ from bitesm.nn.bitlinear import BitLinear
 from bitesm.training.config import ConfigError, ModelConfig, load_config
 from bitesm.training.trainer import Trainer
 
-from conftest import PER_LAYER
+from conftest import PER_LAYER, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data/pretrain/swissprot_2014-01_sample50k.fasta.gz"
 TINY_SHAPE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 

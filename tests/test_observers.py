@@ -13,7 +13,6 @@ from bitesm.quant.observers import (
     make_observer,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -19,7 +19,6 @@ from bitesm.quant.piecewise import (
     quantize_uniform,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

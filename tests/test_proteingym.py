@@ -33,9 +33,8 @@ from bitesm.evaluation import (
     validate_mutants,
 )
 
-from conftest import tiny_esm
+from conftest import REPO, tiny_esm
 
-REPO = Path(__file__).resolve().parents[1]
 ESM_DIR = REPO / "data" / "esm2_hf_configs" / "esm2_t6_8M_UR50D"
 PG = REPO / "data" / "proteingym"
 SUBS = PG / "substitutions"

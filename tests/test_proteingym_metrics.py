@@ -35,7 +35,8 @@ from bitesm.evaluation.metrics import (
     top_recall,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 REFERENCE_DIR = REPO / "data" / "proteingym" / "reference"
 LOG2_3 = math.log2(3)
 

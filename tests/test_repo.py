@@ -1,11 +1,10 @@
 """The README's two fresh-machine commands stay true: CI runs the test command verbatim, the main job's config exists."""
 
 import re
-from pathlib import Path
 
 from bitesm.cli import build_parser
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 def _readme_commands() -> list[str]:

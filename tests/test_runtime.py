@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from bitesm import runtime
-from bitesm.errors import UserInputError
 from bitesm.cli import main as bitesm_main
+from bitesm.errors import UserInputError
 
 
 class FakeLibc:

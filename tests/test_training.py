@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from bitesm.training.config import ConfigError, load_config, parse_override
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 TINY = {
     "model": {
