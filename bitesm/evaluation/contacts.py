@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from ..errors import UserInputError
 from ..io import atomic_write_json
 from .cache import ResultCache, file_fingerprint, model_fingerprint
-from .context import attention_window, default_max_residues
+from .context import attention_window, default_max_residues, model_label
 from .scoring import ProteinGymInputError, encode_sequence
 from .structures import StructureContacts, StructureError, find_structure_files, load_structure_contacts
 
@@ -457,10 +457,6 @@ def contact_precision(
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
-def _model_name(model: Any) -> str:
-    return str(getattr(model, "name_or_path", None) or type(model).__name__)
-
-
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
@@ -581,7 +577,7 @@ def evaluate_contacts(
     chance = {name: _mean([r["n_contacts"][name] / r["n_pairs"][name] for r in test_rows if r["n_pairs"][name]])
               for name in RANGES}
     out: dict[str, Any] = {
-        "model": model_name or _model_name(model),
+        "model": model_name or model_label(model),
         "contacts_version": CONTACTS_VERSION,
         "settings": {"n_train": n_train, "seed": seed, "C": C, "threshold": threshold,
                      "min_separation": min_separation, "ranges": {k: list(v) for k, v in RANGES.items()}},

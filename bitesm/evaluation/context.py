@@ -15,11 +15,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models.long import max_residues
-
 import torch
 
-__all__ = ["attention_window", "default_max_residues", "model_device"]
+from ..models.long import max_residues
+
+__all__ = ["attention_window", "default_max_residues", "model_device", "model_label"]
+
+
+def model_label(model: Any) -> str:
+    """How results name a model: its ``name_or_path`` (the folder or Hub id it was loaded from), else its config's
+    ``_name_or_path``, else its class name."""
+    name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+    return str(name) if name else type(model).__name__
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ..io import atomic_write_json
 from .aggregation import aggregate, bootstrap_standard_error
 from .cache import ResultCache, file_fingerprint, model_fingerprint, text_fingerprint
-from .context import attention_window
+from .context import attention_window, model_label
 from .metrics import METRICS, assay_metrics
 from .mutants import apply_mutant, validate_mutants
 from .scoring import ProteinGymInputError, score_mutants, scoring_window
@@ -355,13 +355,6 @@ def evaluate_assay(
     }
 
 
-def _model_name(model: Any) -> str:
-    name = getattr(model, "name_or_path", None) or getattr(
-        getattr(model, "config", None), "_name_or_path", None
-    )
-    return str(name) if name else type(model).__name__
-
-
 def _mean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return float(np.mean(vals)) if vals else None
@@ -526,7 +519,7 @@ def evaluate_proteingym(
         results.append(res)
 
     out: dict[str, Any] = {
-        "model": model_name or _model_name(model),
+        "model": model_name or model_label(model),
         "model_hash": model_hash,
         "strategy": strategy,
         "attention_window": attention_window(model),
