@@ -30,6 +30,17 @@ def add_device_options(parser: argparse.ArgumentParser,
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help=dtype_help)
 
 
+def add_embedding_options(parser: argparse.ArgumentParser, max_tokens: int) -> None:
+    """Add ``--layer`` (hidden-state index, default ``None``: the final representation) and ``--max-tokens`` (padded
+    tokens per forward pass, default ``max_tokens``): the embedding options of ``bitesm embed`` and
+    ``bitesm eval go``."""
+    parser.add_argument("--layer", type=int, default=None,
+                        help="hidden-state index (0 = embeddings, k = after layer k, negative from the end; default: "
+                             "the final representation)")
+    parser.add_argument("--max-tokens", type=int, default=max_tokens,
+                        help=f"padded tokens per forward pass (default {max_tokens})")
+
+
 def check_device(device: str | None):
     """``--device`` as a ``torch.device``, checked before a model is loaded.
 

@@ -10,6 +10,7 @@ import argparse
 from ._model_options import (
     MODEL_HELP,
     add_device_options,
+    add_embedding_options,
     check_at_least,
     check_device,
     check_output,
@@ -33,14 +34,10 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     required.add_argument("--model", required=True, help=MODEL_HELP)
     required.add_argument("--fasta", required=True, help="proteins to embed (FASTA, .gz allowed)")
     required.add_argument("--output", required=True, help="safetensors file to write")
-    parser.add_argument("--layer", type=int, default=None,
-                        help="hidden-state index (0 = embeddings, k = after layer k, negative from the end; default: "
-                             "the final representation)")
+    add_embedding_options(parser, MAX_TOKENS)
     parser.add_argument("--per-residue", action="store_true", help="also store one vector per residue")
     parser.add_argument("--max-residues", type=int, default=None,
                         help="residues per pass (default: the model's maximum; unlimited for a long model)")
-    parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS,
-                        help=f"padded tokens per forward pass (default {MAX_TOKENS})")
     add_device_options(parser)
     parser.set_defaults(handler=run_embed)
     return parser

@@ -18,6 +18,7 @@ from typing import Any
 from ._model_options import (
     MODEL_HELP,
     add_device_options,
+    add_embedding_options,
     check_at_least,
     check_device,
     check_output,
@@ -412,10 +413,7 @@ def add_go_parser(suites: argparse._SubParsersAction) -> argparse.ArgumentParser
                         help="use a seeded random subset of this many training proteins (default: all)")
     parser.add_argument("--max-valid", type=int, default=None,
                         help="use a seeded random subset of this many validation proteins (default: all)")
-    parser.add_argument("--layer", type=int, default=None,
-                        help="hidden-state index to embed (default: the final representation)")
-    parser.add_argument("--max-tokens", type=int, default=GO_MAX_TOKENS,
-                        help=f"padded tokens per forward pass (default {GO_MAX_TOKENS})")
+    add_embedding_options(parser, GO_MAX_TOKENS)
     add_device_options(parser)
     parser.set_defaults(handler=run_go)
     return parser
