@@ -9,9 +9,8 @@ use.
 
 from __future__ import annotations
 
-import importlib
-
 from .auto_registration import register_when_transformers_loads
+from .lazy import lazy_exports
 from .runtime import quiet_optional_kernel_warning
 
 __version__ = "0.1.0"
@@ -25,18 +24,7 @@ _LAZY = {
     "replace_linear_with_bitlinear": "bitesm.nn",
 }
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'bitesm' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 register_when_transformers_loads()

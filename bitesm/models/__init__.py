@@ -9,7 +9,7 @@ modeling code. Importing ``configuration_bitesm`` registers the ``bitesm`` confi
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 
 #: Public names and the module each comes from.
 _LAZY = {
@@ -28,15 +28,4 @@ _LAZY = {
     "load_checked": ".checkpoint_checks",
 }
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
