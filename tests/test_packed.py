@@ -16,8 +16,8 @@ from transformers import AutoModelForMaskedLM, EsmConfig, EsmTokenizer
 from bitesm.cli import main as bitesm_main
 from bitesm.models import BitEsmForMaskedLM, bitesm_config_from_esm
 from bitesm.models.packed import PackedExportError, to_packed
-from bitesm.nn.bitlinear import BitLinear
 from bitesm.nn import int8_linear as int8_linear_module
+from bitesm.nn.bitlinear import BitLinear
 from bitesm.nn.int8_linear import (
     BACKENDS,
     int8_backend,

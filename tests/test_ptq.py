@@ -48,11 +48,10 @@ def _ids(tokenizer, seq):
 
 def test_ptq_and_bitlinear_share_one_quantizer_core():
     import bitesm.nn.bitlinear as bitlinear
-    import bitesm.quant.piecewise as piecewise
-    import bitesm.quant.primitives as primitives
-
     import bitesm.nn.int8_linear as int8_linear
     import bitesm.nn.packed_bitlinear as packed
+    import bitesm.quant.piecewise as piecewise
+    import bitesm.quant.primitives as primitives
 
     # BitLinear (QAT), the packed integer layer and the PTQ quantizers are functions of bitesm.quant.primitives
     assert bitlinear.fake_quantize_ternary_absmean is primitives.fake_quantize_ternary_absmean

@@ -95,6 +95,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="encoder layers to quantize, e.g. -2,-1 (default all)")
     parser.add_argument("--weight-granularity", default="per_channel", choices=("per_channel", "per_tensor"),
                         help="one weight scale per output channel or per tensor (default per_channel)")
+    parser.add_argument("--weight-format", default=None, choices=("int8", "fake"),
+                        help="how encoder Linear weights are saved: int8 codes plus float32 scales (default for "
+                        "--weight-bits <= 8) or fake = fp32 weights on the grid (default otherwise)")
     parser.add_argument("--output", help="folder for the quantized model (required)")
     parser.set_defaults(handler=run_ptq)
     sub = parser.add_subparsers(dest="ptq_command", metavar="analyze")
@@ -146,9 +149,11 @@ def run_ptq(args: argparse.Namespace) -> int:
         sampling=args.sampling, seed=args.seed, weight_bits=args.weight_bits, act_bits=args.act_bits,
         method=args.method, sites=args.sites, layers=args.layers, observer=args.observer,
         weight_granularity=args.weight_granularity, batch_size=args.batch_size, max_length=args.max_length,
+        weight_format=args.weight_format,
     )
     print(json.dumps({"output": str(args.output), "ptq": report["ptq"],
-                      "compression_ratio": report["memory"]["compression_ratio"]}, indent=2))
+                      "compression_ratio": report["memory"]["compression_ratio"],
+                      "file_bytes": report["memory"]["file_bytes"]}, indent=2))
     return 0
 
 

@@ -10,7 +10,11 @@ QUANTIZATION_SCHEMES = ("ternary",)
 #: How a ternary model's encoder weights are stored: ``latent`` full-precision weights (trainable, quantized in every
 #: forward) or ``packed`` 2-bit ternary codes plus one scale per layer (inference only, integer GEMM).
 WEIGHT_FORMATS = ("latent", "packed")
-PTQ_KEYS = ("weight_bits", "act_bits", "method", "sites", "layers", "weight_granularity")
+PTQ_KEYS = ("weight_bits", "act_bits", "method", "sites", "layers", "weight_granularity", "weight_format")
+#: How a post-training-quantized model stores its encoder Linear weights (``ptq["weight_format"]``): ``fake`` (fp32
+#: weights on the quantization grid; the default, and what configs without the key mean) or ``int8``
+#: (:class:`~bitesm.nn.quantized_linear.Int8Linear`: int8 codes plus float32 scales; needs ``weight_bits`` <= 8).
+PTQ_WEIGHT_FORMATS = ("fake", "int8")
 
 
 @strict
@@ -32,7 +36,9 @@ class BitEsmConfig(EsmConfig):
             (activations at the ``sites``; ``None`` = floating point), ``method`` (``"uniform"`` or ``"piecewise"``),
             ``sites`` (subset of ``layernorm_input``, ``layernorm_output``, ``softmax_input``, ``softmax_output``,
             ``ffn_input``), ``layers`` (encoder layer indices or ``None`` for all) and ``weight_granularity``
-            (``"per_channel"`` or ``"per_tensor"``). The calibrated activation ranges are buffers of the model.
+            (``"per_channel"`` or ``"per_tensor"``), and optionally ``weight_format`` (``"fake"``, the default:
+            fp32 weights on the grid; ``"int8"``: int8 codes plus float32 scales, needs ``weight_bits`` <= 8,
+            written by ``bitesm ptq``). The calibrated activation ranges are buffers of the model.
         attention_window: local sliding-window attention (Long ESM-2, arXiv 2501.07747): the band's total width in
             tokens, half on each side as in Longformer (1,024 in the paper), or ``None`` for ESM-2's global attention.
             See :mod:`bitesm.nn.sliding_window_attention` for the exact band (it is global for proteins of at most
@@ -117,6 +123,14 @@ def _validate_ptq(ptq: dict) -> None:
         raise ValueError(f"ptq.sites has unknown site(s) {bad_sites}; choose from {SITES}")
     if ptq.get("weight_granularity", "per_channel") not in ("per_channel", "per_tensor"):
         raise ValueError(f"ptq.weight_granularity={ptq.get('weight_granularity')!r}; use 'per_channel' or 'per_tensor'")
+    fmt = ptq.get("weight_format", "fake")
+    if fmt not in PTQ_WEIGHT_FORMATS:
+        raise ValueError(f"ptq.weight_format={fmt!r}; use one of {PTQ_WEIGHT_FORMATS}")
+    if fmt == "int8" and (ptq.get("weight_bits") is None or ptq["weight_bits"] > 8):
+        raise ValueError(
+            f"ptq.weight_format='int8' stores weight codes in int8; it needs ptq.weight_bits in [2, 8], got "
+            f"{ptq.get('weight_bits')!r}. Use weight_format 'fake' for wider or floating-point weights"
+        )
 
 
 __all__ = ["QUANTIZATION_SCHEMES", "BitEsmConfig"]

@@ -22,6 +22,7 @@ from transformers.conversion_mapping import get_checkpoint_conversion_mapping, r
 
 from ..nn.bitlinear import DEFAULT_MODULES_TO_NOT_CONVERT, replace_linear_with_bitlinear
 from ..nn.packed_bitlinear import replace_bitlinear_with_packed
+from ..nn.quantized_linear import replace_linear_with_int8
 from ..nn.sliding_window_attention import ATTENTION_NAME as SLIDING_WINDOW_ATTENTION
 from ..ptq.attention import ATTENTION_NAME
 from ..ptq.sites import attach_activation_quantizers
@@ -47,7 +48,8 @@ register_checkpoint_conversion_mapping(
 
 def quantize_model_(model, config: BitEsmConfig, head_modules: tuple[str, ...] = ()) -> int:
     """Apply ``config.quantization`` (BitLinear layers; PackedBitLinear with ``weight_format="packed"``),
-    ``config.ptq`` (activation quantizers) and
+    ``config.ptq`` (activation quantizers; encoder Linear layers become
+    :class:`~bitesm.nn.quantized_linear.Int8Linear` with ``ptq["weight_format"] == "int8"``) and
     ``config.attention_window`` (sliding-window attention) in place.
 
     Args:
@@ -74,6 +76,10 @@ def quantize_model_(model, config: BitEsmConfig, head_modules: tuple[str, ...] =
         if config.weight_format == "packed":
             replace_bitlinear_with_packed(model, empty=True)
     ptq = config.ptq or {}
+    if ptq.get("weight_format") == "int8":  # int8 weight codes + scales, loaded from the checkpoint
+        replace_linear_with_int8(
+            model, ptq["weight_bits"], ptq.get("weight_granularity", "per_channel") == "per_channel", empty=True
+        )
     if ptq.get("act_bits") is not None and ptq.get("sites"):
         attach_activation_quantizers(
             model, ptq["act_bits"], ptq.get("method", "uniform"), ptq["sites"], ptq.get("layers")

@@ -7,6 +7,9 @@ of the encoder are kept as ``weight_bits``-bit integers and everything else in f
   qualified name contains none of ``lm_head``, ``contact_head``, ``pooler``): ``ceil(numel * weight_bits / 8)``
   bytes per tensor (codes bit-packed densely), plus **one fp32 scale per output channel** (per-channel
   quantization: ``weight.shape[0]`` scales, 4 bytes each). Zero-points are not counted (symmetric quantization).
+  An int8-stored weight (:class:`~bitesm.nn.quantized_linear.Int8Linear`: an ``int8`` ``weight`` buffer) counts
+  as the parameter it stands for, so a model reloaded from an int8 PTQ checkpoint reports what its fake-quantized
+  original reports.
 * **other parameters** (embeddings, LayerNorms, all biases, LM head, contact head, pooler): 4 bytes each.
 
 The fp32 baseline is 4 bytes per parameter whatever dtype the model is actually held in. Parameters are the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import torch
 from torch import nn
 
 __all__ = ["default_quantized_modules", "format_bytes", "weight_memory_report"]
@@ -79,15 +83,19 @@ def weight_memory_report(
 
     # id(parameter) -> number of output channels, for the selected modules' weights (a tied weight once).
     targets: dict[int, int] = {}
-    if weight_bits is not None:
-        for name, module in model.named_modules():
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, nn.Parameter) and predicate(name, module):
-                targets[id(weight)] = int(weight.shape[0]) if weight.dim() > 0 else 1
+    # int8-stored weights (Int8Linear: an int8 ``weight`` buffer) count as the parameters they stand for
+    stored: dict[int, object] = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        stored_codes = not isinstance(weight, nn.Parameter) and getattr(weight, "dtype", None) == torch.int8
+        if stored_codes and isinstance(module, nn.Linear):
+            stored[id(weight)] = weight
+        if weight_bits is not None and (isinstance(weight, nn.Parameter) or stored_codes) and predicate(name, module):
+            targets[id(weight)] = int(weight.shape[0]) if weight.dim() > 0 else 1
 
     n_params = n_quant = n_tensors = 0
     code_bytes = scale_bytes = other_bytes = 0
-    for _, param in model.named_parameters():  # deduplicated: shared tensors once
+    for param in [p for _, p in model.named_parameters()] + list(stored.values()):  # shared tensors once
         numel = param.numel()
         n_params += numel
         out_channels = targets.get(id(param))
