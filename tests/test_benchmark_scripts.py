@@ -63,3 +63,19 @@ def test_inference_speed_failing_rows_are_printed_and_the_run_goes_on(capsys, mo
     assert re.search(r"^\| tiny \| transformers fp32 \(sdpa\) \| 1 x 16 \| RuntimeError: boom \|", out, re.M), out
     assert re.search(r"^\| tiny \| bitesm ternary 2-bit packed \| 1 x 16 \| not available \(bitesm.models.packed",
                      out, re.M), out
+
+
+def test_cpu_inference_smoke(capsys):
+    """``--smoke`` without the esm.cpp rows (no network): tiny shape, 8 proteins, each row in its own subprocess."""
+    bench = _load("cpu_inference")
+    assert bench.main(["--smoke", "--rows", "hf-fp32,packed", "--workloads", "proteins", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^- Flags: AVX2 (yes|no), AVX-512 VNNI (yes|no), AVX-512 BF16 (yes|no), AMX (yes|no)", out,
+                     re.M) or "torch CPU capability" in out, out
+    number = r"\d+(?:\.\d+)?"
+    for label in ("transformers EsmForMaskedLM fp32", "bitesm packed ternary"):
+        row = re.search(rf"^\| smoke \| 8 proteins \| {re.escape(label)} \| ({number}) \| ({number}) \| ({number}) \| "
+                        rf"({number})x \|", out, re.M)
+        assert row, f"no measured row for {label!r} in:\n{out}"
+        assert float(row.group(1)) > 0 and float(row.group(2)) >= 1 and float(row.group(3)) > 0
+    assert re.search(r"^\| smoke \| 8 proteins \| transformers EsmForMaskedLM fp32 \| .* \| 1\.00x \|$", out, re.M)
