@@ -145,8 +145,7 @@ def replace_linear_with_bitlinear(
         if type(module) is nn.Linear and not _excluded(name, skip)
     ]
     for name, module in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, BitLinear.from_linear(module, activation_bits=activation_bits, weight_eps=weight_eps))
+        model.set_submodule(name, BitLinear.from_linear(module, activation_bits=activation_bits,
+                                                        weight_eps=weight_eps), strict=True)
     logger.info("Converted %d nn.Linear layers to BitLinear (kept: %s)", len(targets), ", ".join(skip) or "none")
     return len(targets)

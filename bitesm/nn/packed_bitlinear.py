@@ -146,13 +146,11 @@ def replace_bitlinear_with_packed(model: nn.Module, empty: bool = False) -> int:
     """
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, BitLinear)]
     for name, module in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
         if empty:
             new = PackedBitLinear(module.in_features, module.out_features, bias=module.bias is not None,
                                   activation_bits=module.activation_bits, weight_eps=module.weight_eps,
                                   device=module.weight.device, dtype=module.weight.dtype)
         else:
             new = PackedBitLinear.from_bitlinear(module)
-        setattr(parent, child, new)
+        model.set_submodule(name, new, strict=True)
     return len(targets)

@@ -193,13 +193,11 @@ def replace_linear_with_int8(model: nn.Module, weight_bits: int, per_channel: bo
     select = predicate or (lambda name, m: type(m) is nn.Linear and "encoder." in name)
     targets = [(n, m) for n, m in model.named_modules() if select(n, m)]
     for name, module in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
         if empty:
             new = Int8Linear(module.in_features, module.out_features, bias=module.bias is not None,
                              weight_bits=weight_bits, per_channel=per_channel, device=module.weight.device,
                              dtype=module.weight.dtype)
         else:
             new = Int8Linear.from_linear(module, weight_bits, per_channel)
-        setattr(parent, child, new)
+        model.set_submodule(name, new, strict=True)
     return len(targets)
