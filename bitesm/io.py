@@ -100,18 +100,13 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False, option: str
     if not folder and path.is_dir():
         raise UserInputError(f"{given} is a folder; give the path of a file to write (e.g. {path / 'out'}).")
     target = path if folder else path.parent
-    for ancestor in (target, *target.parents):
-        if ancestor.exists() or ancestor.is_symlink():
-            if not ancestor.is_dir():
-                if ancestor == target and folder:
-                    raise UserInputError(f"{given} is a file, not a folder. Fix: give a folder path (created if "
-                                         "missing).")
-                raise UserInputError(f"{given} is under {ancestor}, which is a file, not a folder. Fix: choose an "
-                                     "output path under a folder.")
-            existing = ancestor
-            break
-    else:
-        existing = Path.cwd()
+    # the nearest of its folders that exists ("." or "/" at the latest): every component below it is created later
+    existing = next(a for a in (target, *target.parents) if a.exists() or a.is_symlink())
+    if not existing.is_dir():
+        if existing == target and folder:
+            raise UserInputError(f"{given} is a file, not a folder. Fix: give a folder path (created if missing).")
+        raise UserInputError(f"{given} is under {existing}, which is a file, not a folder. Fix: choose an output "
+                             "path under a folder.")
     try:
         # probe the nearest folder that exists: nothing is created for a command that is refused later
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".bitesm-write-test-")

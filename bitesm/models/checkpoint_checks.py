@@ -42,6 +42,7 @@ from .configuration_bitesm import BitEsmConfig
 __all__ = [
     "BITESM_FIELDS",
     "CheckpointNotFoundError",
+    "looks_local",
     "MASKED_LM_MODEL_TYPES",
     "CheckpointMismatchError",
     "check_checkpoint",
@@ -127,7 +128,7 @@ def read_checkpoint_config(name_or_path: str | os.PathLike, **hub_kwargs) -> tup
         if not isinstance(config, dict):
             raise CheckpointMismatchError(f"{path} is not a JSON object. Fix: {_RESTORE_FIX}")
         return config, str(path)
-    if folder.exists() or _looks_local(str(name_or_path)):
+    if folder.exists() or looks_local(str(name_or_path)):
         what = "a file, not a model folder" if folder.exists() else "no such folder"
         raise CheckpointNotFoundError(
             f"model {name_or_path}: {what}. Fix: pass a checkpoint folder (config.json and weights, as "
@@ -146,9 +147,16 @@ def read_checkpoint_config(name_or_path: str | os.PathLike, **hub_kwargs) -> tup
     return config, f"config.json of {name_or_path}"
 
 
-def _looks_local(name: str) -> bool:
-    """A path rather than a Hub id ``ORG/NAME``: absolute, starting with ``.`` or ``~``, or of more than two parts."""
-    return name.startswith(("/", ".", "~")) or os.path.isabs(name) or len(Path(name).parts) > 2
+def looks_local(name: str) -> bool:
+    """Whether a model or tokenizer reference can only be a local path, not a Hub id (``name`` or ``org/name``):
+    absolute, starting with ``.`` or ``~``, two or more ``/``, a trailing ``/``, or the platform's own separator."""
+    return (
+        Path(name).expanduser().is_absolute()
+        or name.startswith((".", "~"))
+        or name.count("/") >= 2
+        or name.endswith("/")
+        or os.sep != "/" and os.sep in name
+    )
 
 
 def check_config(config: dict, config_path: str) -> None:

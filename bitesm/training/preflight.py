@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..models.checkpoint_checks import looks_local
 from .config import Config, ConfigError, resolve_path
 
 __all__ = ["check_inputs", "check_max_length", "check_output_dir", "check_run", "max_length_limit"]
@@ -19,7 +20,7 @@ __all__ = ["check_inputs", "check_max_length", "check_output_dir", "check_run", 
 
 def check_run(config: Config, output_dir: str | os.PathLike) -> None:
     """All the checks of this module: :func:`check_inputs`, :func:`check_max_length`, then :func:`check_output_dir`
-    (which creates ``output_dir``).
+    (which creates nothing).
 
     Args:
         config: the run's validated config.
@@ -31,17 +32,6 @@ def check_run(config: Config, output_dir: str | os.PathLike) -> None:
     check_inputs(config)
     check_max_length(config)
     check_output_dir(output_dir)
-
-
-def _looks_local(value: str) -> bool:
-    """Whether a model / tokenizer reference can only be a local path (a Hub id is ``name`` or ``org/name``)."""
-    return (
-        Path(value).expanduser().is_absolute()
-        or value.startswith((".", "~"))
-        or value.count("/") >= 2
-        or value.endswith("/")
-        or os.sep != "/" and os.sep in value
-    )
 
 
 def _require_path(key: str, value: str | None, kind: str, fix: str) -> None:
@@ -78,7 +68,7 @@ def check_inputs(config: Config) -> None:
     m = config.model
     for key in ("config", "from_pretrained", "tokenizer"):
         value = getattr(m, key)
-        if value is not None and _looks_local(value):
+        if value is not None and looks_local(value):
             _require_path(f"model.{key}", value, "folder",
                           "give a model folder with a config.json, or a HuggingFace Hub id ORG/NAME")
     pg = config.evaluation.proteingym
