@@ -148,7 +148,7 @@ def build_torch_row(row: str, shape: str):
         from bitesm.models.packed import to_packed
 
         tern = BitEsmForMaskedLM(bitesm_config_from_esm(model.config, quantization="ternary")).eval()
-        tern.load_state_dict(model.state_dict(), strict=False)
+        tern.load_state_dict(model.state_dict())  # strict: same weights as the transformers rows
         packed = to_packed(tern).eval()
         return lambda ids, mask: packed(input_ids=ids, attention_mask=mask).logits
     if row == "ptq-w8a8":
@@ -156,7 +156,7 @@ def build_torch_row(row: str, shape: str):
         from bitesm.ptq.convert import quantize_model
 
         fp = BitEsmForMaskedLM(bitesm_config_from_esm(model.config, quantization=None)).eval()
-        fp.load_state_dict(model.state_dict(), strict=False)
+        fp.load_state_dict(model.state_dict())  # strict: same weights as the transformers rows
         q = quantize_model(fp, load_tokenizer(), calibration_sequences(), weight_bits=8, act_bits=8).eval()
         return lambda ids, mask: q(input_ids=ids, attention_mask=mask).logits
     raise ValueError(row)
